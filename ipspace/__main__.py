@@ -1,0 +1,5 @@
+"""`python -m ipspace` runs the CLI."""
+
+from ipspace.cli import main
+
+main()

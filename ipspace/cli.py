@@ -1,0 +1,75 @@
+"""``ipspace``: the data space's command line (typer + rich). Commands are thin; errors map to exit codes.
+
+Sub-commands by role: ``ca``/``identity`` (the CA operator and members), ``node`` (a data provider),
+``catalog``/``offers``/``agree``/``reveal`` (consumers and model builders), ``audit`` (regulators),
+``data`` (the sample data set) and ``demo`` (a complete local data space).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+import typer
+from rich.console import Console
+
+from contracts.errors import ContractError
+from crypto.errors import CryptoError
+from ipspace import cli_audit, cli_consumer, cli_data, cli_identity, cli_node
+from ipspace.client import NodeRefused
+from ipspace.exit_codes import ExitCode
+from node.config import NodeConfigError
+
+app = typer.Typer(
+    help="A trusted data space for patent data: CA and identities, provider nodes behind a policy-checked,\n"
+    "audited gRPC gate, consumers' agreements and reveals, regulators' offline audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cli_identity.ca_app, name="ca")
+app.add_typer(cli_identity.identity_app, name="identity")
+app.add_typer(cli_node.app, name="node")
+app.add_typer(cli_audit.app, name="audit")
+app.add_typer(cli_data.app, name="data")
+cli_consumer.register(app)
+
+
+@app.command()
+def demo(
+    workdir: str = typer.Option("demo-space", help="where the demo's CA, identities and nodes are made"),
+    keep: bool = typer.Option(False, help="keep the work directory afterwards"),
+) -> None:
+    """Run a complete local data space: CA, three provider nodes on real data, a consumer and a regulator."""
+    from ipspace.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir, keep=keep))
+
+
+_REFUSAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def main() -> None:
+    """Entry point: runs the app and maps our errors to the exit-code table, with a one-line message."""
+    console = Console(stderr=True)
+    try:
+        app(standalone_mode=False)
+    except NodeRefused as refused:
+        console.print(f"[red]refused[/red] {refused.status.name}: {refused.reason}")
+        sys.exit(ExitCode.UNAVAILABLE if refused.status in _REFUSAL_CODES else ExitCode.REFUSED)
+    except (NodeConfigError, CryptoError, FileNotFoundError, FileExistsError) as error:
+        console.print(f"[red]error[/red] {error}")
+        sys.exit(ExitCode.CONFIGURATION)
+    except (ContractError, ValueError) as error:
+        console.print(f"[red]error[/red] {error}")
+        sys.exit(ExitCode.USAGE)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        sys.exit(ExitCode.USAGE)
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(ExitCode.USAGE)
+        raise

@@ -1,0 +1,129 @@
+"""``ipspace node``: a data provider's node — set it up, serve it, decide on agreement requests."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crypto import Identity
+from ipspace.cli_identity import TOKEN_FILE, read_token
+from ipspace.client import NodeClient
+from node.config import NodeConfig, NodePaths
+from node.store import DatasetStore
+
+app = typer.Typer(
+    help="A provider's node: init, serve, and decide on agreement requests.", no_args_is_help=True
+)
+console = Console()
+
+
+@app.command("init")
+def init(
+    directory: Path = typer.Argument(..., help="the node directory to create"),
+    name: str = typer.Option(..., help="the node's name"),
+    org: str = typer.Option(..., help="the provider organisation running it"),
+    identity: Path = typer.Option(..., help="the node's identity directory (role provider, with its hosts)"),
+    dataset: list[str] = typer.Option([], help="NAME=CSV_PATH to import (plain or .gz; repeatable)"),
+    id_field: str = typer.Option("id", help="the column that identifies a record"),
+    description: str = typer.Option("", help="what the datasets hold"),
+    source: str = typer.Option("", help="provenance and attribution of the datasets"),
+    listen: str = typer.Option("127.0.0.1:0", help="host:port to serve on (port 0: any free port)"),
+) -> None:
+    """Create a node directory: its identity, its datasets imported from files, an empty offers folder."""
+    loaded = Identity.load(identity)
+    if loaded.org != org or loaded.role != "provider":
+        raise ValueError(f"the identity is {loaded.role} of {loaded.org}; a node needs a provider of {org}")
+    paths = NodePaths(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths.offers.mkdir(exist_ok=True)
+    shutil.copytree(identity, paths.identity, dirs_exist_ok=True)
+    store = DatasetStore(paths.datasets_db)
+    names = []
+    for spec in dataset:
+        dataset_name, separator, csv_path = spec.partition("=")
+        if not separator:
+            raise ValueError(f"--dataset {spec!r} is not NAME=CSV_PATH")
+        info = store.import_csv(
+            dataset_name, Path(csv_path), id_field=id_field, description=description, source=source
+        )
+        names.append(info.name)
+        console.print(f"imported {info.name}: {info.row_count:,} rows, {len(info.fields)} fields")
+    NodeConfig(name=name, org=org, listen=listen, datasets=names).save(directory)
+    console.print(
+        f"node {name} ready in {directory}; put offers in {paths.offers}, then 'ipspace node serve'"
+    )
+
+
+@app.command("serve")
+def serve(
+    directory: Path = typer.Argument(..., help="the node directory"),
+    listen: str = typer.Option(None, help="override the listen address of node.json"),
+) -> None:
+    """Serve the node until SIGINT or SIGTERM; every call passes the gate and is recorded."""
+    from node.server import NodeServer
+
+    server = NodeServer(directory, listen=listen)
+    port = server.start()
+    console.print(
+        f"node {server.config.name} serving on port {port} (address in {server.paths.address_file})"
+    )
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.wait()
+
+
+def _own_client(directory: Path) -> NodeClient:
+    """The provider's client to its own node, with the node's identity and token."""
+    paths = NodePaths(directory)
+    if not paths.address_file.exists():
+        raise FileNotFoundError(
+            f"{paths.address_file} does not exist: is 'ipspace node serve {directory}' running?"
+        )
+    identity = Identity.load(paths.identity)
+    token_dir = paths.identity if (paths.identity / TOKEN_FILE).exists() else paths.root
+    return NodeClient(paths.address_file.read_text().strip(), identity, read_token(token_dir))
+
+
+@app.command("requests")
+def requests(directory: Path = typer.Argument(..., help="the node directory")) -> None:
+    """List the agreement requests waiting for the provider's decision."""
+    with _own_client(directory) as client:
+        pending = client.pending_requests()
+    table = Table("request id", "consumer", "offer", "purpose")
+    for status in pending:
+        table.add_row(status.request_id, status.consumer_org, status.offer_id, status.purpose)
+    console.print(table if pending else "no pending requests")
+
+
+@app.command("approve")
+def approve(
+    directory: Path = typer.Argument(...),
+    request_id: str = typer.Argument(...),
+    reason: str = typer.Option("", help="recorded with the decision"),
+) -> None:
+    """Approve (countersign) a pending agreement request."""
+    with _own_client(directory) as client:
+        status = client.decide_request(request_id, approve=True, reason=reason)
+    console.print(f"approved: agreement {status.agreement.agreement_id if status.agreement else '?'}")
+
+
+@app.command("reject")
+def reject(
+    directory: Path = typer.Argument(...),
+    request_id: str = typer.Argument(...),
+    reason: str = typer.Option("", help="told to the consumer and recorded"),
+) -> None:
+    """Reject a pending agreement request."""
+    with _own_client(directory) as client:
+        client.decide_request(request_id, approve=False, reason=reason)
+    console.print(f"rejected {request_id}")

@@ -1,0 +1,287 @@
+"""``ipspace demo``: a complete local data space on real patent data, end to end, in well under a minute.
+
+1. A CA; three provider nodes, each a separate ``ipspace node serve`` process holding one jurisdiction-based
+   partition of the Lens drone patent families (US / Europe / Asia-Pacific), each with its own offers.
+2. A consumer reads every catalog, gets an agreement from each node (one node's offer needs the provider's
+   manual approval, given with ``ipspace node approve``), and reveals a few records.
+3. Requests outside the agreements are refused with a reason: a field the offer does not list, a purpose it
+   does not allow.
+4. A regulator exports every node's audit log over the Audit RPCs and verifies each bundle offline with only
+   the CA certificate. A summary table closes the run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from audit import BundleInvalid, decode_leaf, verify_bundle
+from contracts.agreements import Action, Agreement, Constraints, Offer
+from crypto import Role
+from ipspace.audit_export import export_node_log
+from ipspace.client import NodeClient, NodeRefused
+from ipspace.local_space import LocalDataSpace
+from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
+from node.partition import partition_by_jurisdiction, read_rows, write_partitions
+
+console = Console()
+MARKER = ".ipspace-demo"
+PROVIDERS = {  # partition name -> (node name, provider org, offer needs manual approval)
+    "provider-us": ("node-us", "us-patent-office", False),
+    "provider-eu": ("node-eu", "eu-ip-exchange", False),
+    "provider-apac": ("node-apac", "apac-university", True),
+}
+REVEAL_FIELDS = (
+    "title",
+    "applicants",
+    "publication_date",
+    "jurisdiction",
+    "cited_count",
+    "cpc_classifications",
+)
+START_TIMEOUT_S = 30.0
+
+
+def _offer(org: str, manual: bool) -> Offer:
+    return Offer(
+        offer_id="families-scouting",
+        provider_org=org,
+        dataset="lens_families",
+        actions=(Action.REVEAL,),
+        approval="manual" if manual else "automatic",
+        constraints=Constraints(
+            purposes=("technology-scouting", "research"),
+            reveal_fields=REVEAL_FIELDS,
+            reveal_max_records_per_request=5,
+            reveal_max_records_total=25,
+        ),
+        description="reveal bibliographic fields of chosen patent families, for scouting or research",
+    )
+
+
+class _Nodes:
+    """The node processes; every one is stopped by its PID, whatever happens."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, directory: Path, log_file: Path) -> None:
+        with log_file.open("wb") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "ipspace", "node", "serve", str(directory)], stdout=log, stderr=log
+            )
+
+    def wait_ready(self, directories: dict[str, Path]) -> dict[str, str]:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        addresses: dict[str, str] = {}
+        while len(addresses) < len(directories):
+            for name, directory in directories.items():
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(
+                        f"node {name} exited with {self.processes[name].returncode}; see its log"
+                    )
+                address_file = directory / "node.addr"
+                if name not in addresses and address_file.exists():
+                    addresses[name] = address_file.read_text().strip()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes did not start within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        return addresses
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _prepare(
+    workdir: Path,
+) -> tuple[LocalDataSpace, dict[str, Path], dict[str, list[str]], dict[str, tuple[str, ...]]]:
+    if workdir.exists():
+        if not (workdir / MARKER).exists():
+            raise FileExistsError(f"{workdir} exists and is not a demo directory; choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / MARKER).touch()
+    space = LocalDataSpace(workdir)
+    space.create_ca()
+    header, rows = read_rows(LENS_FAMILIES)
+    parts = partition_by_jurisdiction(rows, len(PROVIDERS))
+    csv_paths = write_partitions(parts, workdir / "partitions", header)
+    node_dirs, ids, jurisdictions = {}, {}, {}
+    for part in parts:
+        name, org, manual = PROVIDERS[part.provider]
+        node_dirs[name] = space.init_node(
+            name,
+            org,
+            offers=[_offer(org, manual)],
+            datasets={
+                "lens_families": (
+                    csv_paths[part.provider],
+                    LENS_ID_FIELD,
+                    f"Lens patent families on drones, {', '.join(part.jurisdictions[:6])}…",
+                    LENS_SOURCE,
+                )
+            },
+        )
+        # Publication numbers are public: the consumer read these in the patent press, say.
+        ids[name] = [row[LENS_ID_FIELD] for row in part.rows[:3]]
+        jurisdictions[name] = part.jurisdictions
+    return space, node_dirs, ids, jurisdictions
+
+
+def _agree(client: NodeClient, node_dir: Path, name: str) -> Agreement:
+    offer = client.offers()[0]
+    status = client.request_agreement(offer, "technology-scouting")
+    if status.state == "pending":
+        console.print(f"  {name}: offer needs approval; the provider runs 'ipspace node approve'")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ipspace",
+                "node",
+                "approve",
+                str(node_dir),
+                status.request_id,
+                "--reason",
+                "known firm, scouting purpose",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        status = client.request_status(status.request_id)
+    if status.state != "approved" or status.agreement is None:
+        raise RuntimeError(f"{name} did not agree: {status.reason}")
+    return status.agreement
+
+
+def run_demo(workdir: str, *, keep: bool = False) -> int:
+    started = time.monotonic()
+    root = Path(workdir).resolve()
+    space, node_dirs, ids, jurisdictions = _prepare(root)
+    consumer = space.issue("scout", "acme-robotics", Role.CONSUMER)
+    regulator = space.issue("inspector", "ip-regulator", Role.REGULATOR)
+    nodes = _Nodes()
+    results: dict[str, dict[str, object]] = {name: {} for name in node_dirs}
+    try:
+        for name, directory in node_dirs.items():
+            nodes.start(name, directory, root / f"{name}.log")
+        addresses = nodes.wait_ready(node_dirs)
+        console.print(
+            f"[bold]3 nodes up[/bold] ({time.monotonic() - started:.1f} s): "
+            + ", ".join(f"{n} at {a}" for n, a in addresses.items())
+        )
+        from crypto import Identity
+        from ipspace.cli_identity import read_token
+
+        scout = Identity.load(consumer)
+        for name, address in addresses.items():
+            with NodeClient(address, scout, read_token(consumer)) as client:
+                listing = client.list_datasets()
+                results[name]["rows"] = listing.datasets[0].row_count
+                agreement = _agree(client, node_dirs[name], name)
+                rows, _missing = client.reveal(
+                    agreement, ids[name][:2], ["title", "applicants", "cited_count"]
+                )
+                results[name]["revealed"] = len(rows)
+                console.print(
+                    f"  {name}: agreement {agreement.agreement_id[7:19]}…, revealed "
+                    + "; ".join(f"{r[LENS_ID_FIELD]}: {str(r.get('title', ''))[:48]}" for r in rows)
+                )
+                refusals = []
+                for label, call in (
+                    (
+                        "field 'inventors'",
+                        lambda c=client, a=agreement, n=name: c.reveal(a, ids[n][:1], ["inventors"]),
+                    ),
+                    (
+                        "purpose 'marketing'",
+                        lambda c=client, a=agreement, n=name: c.call(
+                            c.reveal_stub.Reveal, _reveal_request(a, ids[n][:1], "marketing")
+                        ),
+                    ),
+                ):
+                    try:
+                        call()
+                    except NodeRefused as refused:
+                        refusals.append(f"{label} -> {refused.status.name}: {refused.reason}")
+                results[name]["refused"] = len(refusals)
+                for line in refusals[: 1 if name != "node-us" else 2]:
+                    console.print(f"  {name}: refused {line}")
+        inspector = Identity.load(regulator)
+        for name, address in addresses.items():
+            bundle = root / "bundles" / name
+            bundle.parent.mkdir(exist_ok=True)
+            with NodeClient(address, inspector, read_token(regulator)) as client:
+                export_node_log(client, bundle, ca_cert_pem=space.ca.cert_pem)
+            try:
+                summary = verify_bundle(bundle, space.ca.cert_pem)
+                results[name]["verified"] = f"OK, {summary.entries} entries, {summary.heads} heads"
+            except BundleInvalid as invalid:
+                results[name]["verified"] = f"INVALID at {invalid.first_bad_index}: {invalid.reason}"
+            decisions = [
+                decode_leaf(line)[1].decision for line in (bundle / "entries.jsonl").read_bytes().splitlines()
+            ]
+            results[name]["allowed"], results[name]["denied"] = (
+                decisions.count("allow"),
+                decisions.count("deny"),
+            )
+    finally:
+        nodes.stop()
+    _print_summary(results, jurisdictions, time.monotonic() - started)
+    if not keep:
+        shutil.rmtree(root)
+    return 0 if all(str(r.get("verified", "")).startswith("OK") for r in results.values()) else 1
+
+
+def _reveal_request(agreement: Agreement, record_ids: list[str], purpose: str):
+    from contracts.v1 import reveal_pb2
+
+    return reveal_pb2.RevealRequest(
+        agreement_id=agreement.agreement_id,
+        dataset=agreement.terms.dataset,
+        purpose=purpose,
+        record_ids=record_ids,
+        fields=["title"],
+    )
+
+
+def _print_summary(
+    results: dict[str, dict[str, object]], jurisdictions: dict[str, tuple[str, ...]], elapsed: float
+) -> None:
+    table = Table(
+        "node",
+        "jurisdictions",
+        "rows",
+        "revealed",
+        "refused",
+        "log: allow/deny",
+        "regulator's check",
+        title=f"IP data space demo ({elapsed:.1f} s)",
+    )
+    for name, result in results.items():
+        held = " ".join(jurisdictions[name][:5]) + (" …" if len(jurisdictions[name]) > 5 else "")
+        table.add_row(
+            name,
+            held,
+            f"{result.get('rows', 0):,}",
+            str(result.get("revealed", "-")),
+            str(result.get("refused", "-")),
+            f"{result.get('allowed', '-')}/{result.get('denied', '-')}",
+            str(result.get("verified", "not checked")),
+        )
+    console.print(table)

@@ -1,0 +1,244 @@
+"""Grants: the capabilities a handler receives, scoped by the gate's decision.
+
+Handlers never hold the dataset store, the node's state or its audit log. The gate's record step asks the
+:class:`GrantFactory` for the grant that matches the decided action, and a grant exposes only what that
+decision allows: a reveal grant reads the decided fields of the decided records of the decided dataset, and
+nothing else. Writes a handler wants (a stored agreement, a budget charge) are queued on the grant as effects
+and commit with the call's audit entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+
+from audit import AuditLog, SignedTreeHead
+from contracts.agreements import Agreement, Offer, countersign
+from crypto import Identity, Principal
+from node.rpc_table import GateAction, RequestFacts
+from node.state import REVEAL_RECORDS, AgreementRequestRecord, Effect, NodeState
+from node.store import DatasetDescription, DatasetInfo, DatasetStore
+from node.store_errors import UnknownDataset, UnknownField
+from policies.decision import Decision
+
+MAX_ENTRIES_PER_CALL = 10_000
+
+
+class HandlerError(Exception):
+    """A handler's refusal, with the status and the reason the caller is told (and the log records)."""
+
+    def __init__(self, status: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Grant:
+    principal: Principal
+    facts: RequestFacts
+    decision: Decision
+    effects: list[Effect] = field(default_factory=list)
+
+
+@dataclass
+class CatalogGrant(Grant):
+    _store: DatasetStore | None = None
+    _offers: Sequence[Offer] = ()
+    node: str = ""
+
+    def datasets(self) -> list[DatasetInfo]:
+        return self._store.list()
+
+    def describe(self) -> DatasetDescription:
+        try:
+            return self._store.describe(self.facts.dataset)
+        except UnknownDataset:
+            raise HandlerError(
+                grpc.StatusCode.NOT_FOUND, f"this node holds no dataset {self.facts.dataset!r}"
+            ) from None
+
+    def offers(self) -> list[Offer]:
+        return [offer for offer in self._offers if self.facts.dataset in (None, offer.dataset)]
+
+
+@dataclass
+class NegotiationGrant(Grant):
+    """A consumer's own proposal and requests; the provider's signature is applied here, not in handlers."""
+
+    _state: NodeState | None = None
+    _identity: Identity | None = None
+    manual_approval: bool = False
+
+    def countersign_and_store(self, proposal: Agreement) -> Agreement:
+        agreement = countersign(proposal, self._identity)
+        self.effects += [
+            NodeState.open_request(proposal.agreement_id, proposal),
+            NodeState.close_request(proposal.agreement_id, approved=True, reason=self.decision.reason),
+            NodeState.store_agreement(agreement),
+        ]
+        return agreement
+
+    def hold_for_approval(self, proposal: Agreement) -> None:
+        self.effects.append(NodeState.open_request(proposal.agreement_id, proposal))
+
+    def request(self) -> AgreementRequestRecord | None:
+        return self._state.agreement_request(self.facts.request_id)
+
+    def agreement(self, agreement_id: str) -> Agreement | None:
+        return self._state.agreement(agreement_id)
+
+
+@dataclass
+class AdminGrant(NegotiationGrant):
+    """The provider deciding on requests to its own node."""
+
+    def pending(self) -> list[AgreementRequestRecord]:
+        return self._state.agreement_requests("pending")
+
+    def approve(self, record: AgreementRequestRecord, reason: str) -> Agreement:
+        agreement = countersign(Agreement.model_validate_json(record.proposal_json), self._identity)
+        self.effects += [
+            NodeState.close_request(record.request_id, approved=True, reason=reason),
+            NodeState.store_agreement(agreement),
+        ]
+        return agreement
+
+    def reject(self, record: AgreementRequestRecord, reason: str) -> None:
+        self.effects.append(NodeState.close_request(record.request_id, approved=False, reason=reason))
+
+
+@dataclass
+class RevokeGrant(Grant):
+    def revoke(self) -> None:
+        self.effects.append(NodeState.store_revocation(self.facts.revocation))
+
+
+@dataclass
+class RevealGrant(Grant):
+    _store: DatasetStore | None = None
+    reveal_limit_total: int | None = None
+
+    def fetch(self) -> tuple[list[dict[str, object]], list[str]]:
+        """The decided fields of the decided records; charges every asked-for id against the agreement.
+
+        Missing ids are charged too: otherwise a caller could probe which ids a node holds for free.
+        """
+        try:
+            found = self._store.fetch(
+                self.facts.dataset, self.facts.record_ids, self.decision.obligations.fields
+            )
+        except (UnknownDataset, UnknownField) as error:  # the offer names something the dataset lacks
+            raise HandlerError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"the offer does not match the data: {error}"
+            ) from None
+        self.effects.append(
+            NodeState.charge(
+                self.facts.agreement_id, REVEAL_RECORDS, len(self.facts.record_ids), self.reveal_limit_total
+            )
+        )
+        return [dict(row) for row in found.rows], list(found.missing_ids)
+
+
+@dataclass
+class AuditGrant(Grant):
+    _log: AuditLog | None = None
+
+    def tree_head(self, *, fresh: bool) -> SignedTreeHead:
+        return self._log.sign_head() if fresh else self._log.tree_head()
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        size = self._log.size
+        if end > size:
+            raise HandlerError(
+                grpc.StatusCode.OUT_OF_RANGE, f"the log holds {size} entries; asked up to {end}"
+            )
+        if end - start > MAX_ENTRIES_PER_CALL:
+            raise HandlerError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_ENTRIES_PER_CALL} entries per call; page through the range",
+            )
+        return self._log.entries(start, end)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        self._check_size(tree_size)
+        if not 0 <= index < tree_size:
+            raise HandlerError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"index {index} is not inside a tree of size {tree_size}"
+            )
+        return self._log.inclusion_proof(index, tree_size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        self._check_size(second)
+        if not 0 < first <= second:
+            raise HandlerError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a consistency proof needs 0 < first <= second; got {first} and {second}",
+            )
+        return self._log.consistency_proof(first, second)
+
+    def _check_size(self, tree_size: int) -> None:
+        size = self._log.size
+        if not 0 < tree_size <= size:
+            raise HandlerError(grpc.StatusCode.OUT_OF_RANGE, f"tree size {tree_size} is not in 1..{size}")
+
+
+G = TypeVar("G", bound=Grant)
+
+
+class GrantFactory:
+    """Builds the grant for a decided call; the only holder of the store, the state and the log."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        store: DatasetStore,
+        state: NodeState,
+        log: AuditLog,
+        identity: Identity,
+        offers: dict[str, Offer],
+    ) -> None:
+        self._node = node
+        self._store = store
+        self._state = state
+        self._log = log
+        self._identity = identity
+        self._offers = offers
+
+    def grant_for(self, principal: Principal, action: str, facts: RequestFacts, decision: Decision) -> Grant:
+        base = {"principal": principal, "facts": facts, "decision": decision}
+        match action:
+            case GateAction.CATALOG_READ:
+                return CatalogGrant(
+                    **base, _store=self._store, _offers=tuple(self._offers.values()), node=self._node
+                )
+            case GateAction.NEGOTIATE:
+                offer = self._offers.get(facts.proposal.terms.offer_id) if facts.proposal else None
+                return NegotiationGrant(
+                    **base,
+                    _state=self._state,
+                    _identity=self._identity,
+                    manual_approval=offer is not None and offer.approval == "manual",
+                )
+            case GateAction.PROVIDER_ADMIN:
+                return AdminGrant(**base, _state=self._state, _identity=self._identity)
+            case GateAction.REVOKE:
+                return RevokeGrant(**base)
+            case GateAction.REVEAL:
+                agreement = self._state.agreement(facts.agreement_id)
+                limit = agreement.terms.constraints.reveal_max_records_total if agreement else 0
+                return RevealGrant(**base, _store=self._store, reveal_limit_total=limit)
+            case GateAction.AUDIT_HEAD | GateAction.AUDIT_READ:
+                return AuditGrant(**base, _log=self._log)
+        raise LookupError(f"no grant for action {action!r}")  # the rpc table and this match must agree
+
+
+def require(grant: Grant, kind: type[G]) -> G:
+    """The grant as the kind a handler needs; a mismatch is a wiring bug, refused rather than served."""
+    if not isinstance(grant, kind):
+        raise HandlerError(grpc.StatusCode.INTERNAL, "the node failed to serve this call")
+    return grant

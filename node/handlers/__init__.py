@@ -1,0 +1,8 @@
+"""The node's gRPC handlers; each takes its data access from the call's grant (``current_grant``)."""
+
+from node.handlers.audit import AuditHandler
+from node.handlers.catalog import CatalogHandler
+from node.handlers.negotiation import NegotiationHandler
+from node.handlers.reveal import RevealHandler
+
+__all__ = ["AuditHandler", "CatalogHandler", "NegotiationHandler", "RevealHandler"]

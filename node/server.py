@@ -1,0 +1,147 @@
+"""A provider's node: one gRPC server over mTLS whose every data RPC passes the gate.
+
+The server wires the parts together and nothing else: the dataset store, the node's state and its audit log go
+to the grant factory (the handlers never see them), the policy point to the decide step, and the four services
+of ``contracts/v1`` plus standard health checking and server reflection to the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from audit import AuditLog
+from contracts.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    negotiation_pb2,
+    negotiation_pb2_grpc,
+    reveal_pb2,
+    reveal_pb2_grpc,
+)
+from crypto import Identity, server_credentials
+from node.authn import Authenticator
+from node.config import NodeConfig, NodePaths, load_offers
+from node.gate import gate_interceptors
+from node.grants import GrantFactory
+from node.handlers import AuditHandler, CatalogHandler, NegotiationHandler, RevealHandler
+from node.policy_point import PolicyPoint
+from node.recorder import Recorder
+from node.state import NodeState
+from node.store import DatasetStore
+
+log = logging.getLogger(__name__)
+
+# Transport ceiling: grpc refuses larger messages before the gate sees them (and so cannot record them). Each
+# method's own, smaller limit is enforced by the gate, which does record.
+MAX_TRANSPORT_MESSAGE = 4 * 1024 * 1024
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
+    negotiation_pb2.DESCRIPTOR.services_by_name["Negotiation"].full_name,
+    reveal_pb2.DESCRIPTOR.services_by_name["Reveal"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
+)
+
+
+class NodeServer:
+    """Start with :meth:`start`, stop with :meth:`stop`; the audit log is closed (drained) on stop."""
+
+    def __init__(self, directory: Path, *, listen: str | None = None, max_workers: int = 16) -> None:
+        self.paths = NodePaths(directory)
+        self.config = NodeConfig.load(directory)
+        self.identity = Identity.load(self.paths.identity)
+        self._listen = listen or self.config.listen
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
+        self._log: AuditLog | None = None
+        self._state: NodeState | None = None
+        self._store: DatasetStore | None = None
+        self._health: health.HealthServicer | None = None
+        self.port: int | None = None
+
+    def start(self) -> int:
+        """Bind, start serving and write ``node.addr``; returns the port."""
+        offers = load_offers(self.paths, self.config.org, self.config.datasets)
+        NodeState.create_schema(self.paths.state_db)
+        self._state = NodeState(self.paths.state_db)
+        self._store = DatasetStore(self.paths.datasets_db)
+        self._log = AuditLog(
+            self.paths.state_db,
+            self.identity,
+            self.config.name,
+            head_every=self.config.head_every,
+            head_interval_s=self.config.head_interval_s,
+        )
+        grants = GrantFactory(
+            node=self.config.name,
+            store=self._store,
+            state=self._state,
+            log=self._log,
+            identity=self.identity,
+            offers=offers,
+        )
+        policy = PolicyPoint(
+            org=self.config.org, state=self._state, offers=offers, ca_cert_pem=self.identity.ca_cert_pem
+        )
+        interceptors = gate_interceptors(
+            Authenticator(self.identity.ca_cert_pem),
+            policy.decide,
+            Recorder(self._log, self.config.name),
+            grants,
+        )
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="gate"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_TRANSPORT_MESSAGE),
+                ("grpc.max_send_message_length", MAX_TRANSPORT_MESSAGE * 4),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogHandler(), server)
+        negotiation_pb2_grpc.add_NegotiationServicer_to_server(NegotiationHandler(), server)
+        reveal_pb2_grpc.add_RevealServicer_to_server(RevealHandler(), server)
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditHandler(), server)
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+        )
+        self.port = server.add_secure_port(self._listen, server_credentials(self.identity))
+        if self.port == 0:
+            raise OSError(f"could not listen on {self._listen}")
+        server.start()
+        self._server = server
+        for name in (*SERVICE_NAMES, ""):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        host = self._listen.rsplit(":", 1)[0]
+        self.paths.address_file.write_text(f"{host}:{self.port}\n")
+        log.info("node %s (%s) serving on %s:%s", self.config.name, self.config.org, host, self.port)
+        return self.port
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Refuse new calls, let running ones finish for ``grace`` seconds, then close the log and state."""
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 5)
+            self._server = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._state is not None:
+            self._state.close()
+        if self._store is not None:
+            self._store.close()
+        self.paths.address_file.unlink(missing_ok=True)

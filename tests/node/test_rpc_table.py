@@ -1,0 +1,48 @@
+"""The gate's table covers exactly the RPCs of the node's services, and the gate can serve each entry."""
+
+from __future__ import annotations
+
+from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2
+from crypto import Principal, Role
+from node.grants import Grant, GrantFactory
+from node.rpc_table import INFRASTRUCTURE, RULES, RequestFacts
+from node.server import SERVICE_NAMES
+from policies.decision import Decision
+
+
+def _service_methods() -> set[str]:
+    methods = set()
+    for module in (catalog_pb2, negotiation_pb2, reveal_pb2, audit_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            assert service.full_name in SERVICE_NAMES, f"{service.full_name} is not served"
+            methods |= {f"/{service.full_name}/{method.name}" for method in service.methods}
+    return methods
+
+
+def test_the_table_covers_exactly_the_services_methods() -> None:
+    methods = _service_methods()
+    missing, extra = sorted(methods - set(RULES)), sorted(set(RULES) - methods)
+    assert not missing and not extra, f"missing from the table: {missing}; not a service method: {extra}"
+
+
+def test_infrastructure_methods_are_not_data_methods() -> None:
+    assert not INFRASTRUCTURE & set(RULES)
+    assert all(name.startswith(("/grpc.health.", "/grpc.reflection.")) for name in INFRASTRUCTURE)
+
+
+def test_every_action_in_the_table_has_a_grant() -> None:
+    class NoAgreements:  # stands in for NodeState: grant_for only looks an agreement up
+        def agreement(self, _agreement_id: str) -> None:
+            return None
+
+    factory = GrantFactory(node="n", store=None, state=NoAgreements(), log=None, identity=None, offers={})
+    principal = Principal("alice", "acme", Role.CONSUMER, "thumbprint")
+    decision = Decision.allow("test")
+    for action in {rule.action for rule in RULES.values()}:
+        facts = RequestFacts(agreement_id="sha256:" + "0" * 64)
+        grant = factory.grant_for(principal, action, facts, decision)
+        assert isinstance(grant, Grant) and type(grant) is not Grant, action
+
+
+def test_every_rule_bounds_its_request_size() -> None:
+    assert all(0 < rule.max_request_bytes <= 256 * 1024 for rule in RULES.values())
