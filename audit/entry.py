@@ -104,10 +104,11 @@ def prepare_leaf(entry: AuditEntry) -> PreparedLeaf:
 
     The bytes equal `crypto.canonical_json` (RFC 8785) for every value an AuditEntry admits (strings, None,
     and str -> int charges within +/-(2**53 - 1)), at the speed of the C JSON encoder, which the append path
-    needs (the pure-Python RFC 8785 encoder alone cost a fifth of an append). For those values both write
-    the same tokens: strings with \" \\ \b \f \n \r \t, other control characters as lowercase \u00xx
-    and everything else literally; integers in decimal; null. The one rule to add is RFC 8785's member order
-    (by UTF-16 code units), applied below. tests/audit/test_entry.py checks the equality on random entries.
+    needs (the pure-Python RFC 8785 encoder took about a quarter of an append's CPU time). For those values
+    both write the same tokens: strings with \" \\ \b \f \n \r \t, other control characters as lowercase
+    \u00xx and everything else literally; integers in decimal; null. The one rule to add is RFC 8785's member
+    order (by UTF-16 code units), applied below. tests/audit/test_entry.py checks the equality on random
+    entries.
     """
     data = entry.to_dict()
     charges = data["charges"]

@@ -92,10 +92,10 @@ def verify_contents(
     findings = _Findings()
     _check_entry_positions(leaves, findings)
     trusted, org = _check_heads(contents, ca_cert_pem, findings)
-    computed = [leaf_hash(leaf) for leaf in leaves]
-    _check_roots(computed, contents.leaf_hashes, trusted, findings)
+    tree = MerkleTree(leaf_hash(leaf) for leaf in leaves)  # recomputed: the bundle's hashes are not trusted
+    _check_roots(tree, contents.leaf_hashes, trusted, findings)
     _check_links(contents, trusted, findings)
-    _check_known_heads(computed, known_heads, contents.node, ca_cert_pem, findings)
+    _check_known_heads(tree, known_heads, contents.node, ca_cert_pem, findings)
     if not trusted:
         findings.add(0, "no tree head in the bundle verifies")
     elif len(leaves) > trusted[-1].tree_size:
@@ -166,10 +166,9 @@ def _check_heads(
 
 
 def _check_roots(
-    computed: list[bytes], recorded: list[bytes] | None, heads: list[SignedTreeHead], findings: _Findings
+    tree: MerkleTree, recorded: list[bytes] | None, heads: list[SignedTreeHead], findings: _Findings
 ) -> None:
     """The entries must hash to the root of every trusted head; locate the first bad entry if they do not."""
-    tree = MerkleTree(computed)
     recorded_tree = MerkleTree(recorded) if recorded is not None else None
     proven = 0
     for head in heads:
@@ -189,7 +188,7 @@ def _check_roots(
             and hmac.compare_digest(recorded_tree.root(size), head.root)
         ):
             # The recorded hashes are those the node signed, so the first entry that differs is the bad one.
-            bad = next((i for i in range(size) if computed[i] != recorded_tree.leaf(i)), proven)
+            bad = next((i for i in range(size) if tree.leaf(i) != recorded_tree.leaf(i)), proven)
             findings.add(bad, f"entry {bad} does not hash to the leaf signed in the head of size {size}")
         else:
             findings.add(
@@ -198,14 +197,13 @@ def _check_roots(
 
 
 def _check_known_heads(
-    computed: list[bytes],
+    tree: MerkleTree,
     known_heads: Sequence[SignedTreeHead],
     node: str,
     ca_cert_pem: bytes,
     findings: _Findings,
 ) -> None:
     """Every head the caller kept must be a prefix of the bundle's entries."""
-    tree = MerkleTree(computed)
     proven = 0
     for head in sorted(known_heads, key=lambda kept: kept.tree_size):
         label = f"the head you kept for size {head.tree_size} ({head.timestamp})"

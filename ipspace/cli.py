@@ -52,7 +52,9 @@ def main() -> None:
     """Entry point: runs the app and maps our errors to the exit-code table, with a one-line message."""
     console = Console(stderr=True)
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns an Exit's code instead of exiting: pass it on.
+        status = app(standalone_mode=False)
+        sys.exit(status if isinstance(status, int) else ExitCode.OK)
     except NodeRefused as refused:
         console.print(f"[red]refused[/red] {refused.status.name}: {refused.reason}")
         sys.exit(ExitCode.UNAVAILABLE if refused.status in _REFUSAL_CODES else ExitCode.REFUSED)

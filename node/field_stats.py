@@ -1,7 +1,9 @@
 """Per-field statistics of a stored dataset, computed once at import and shown in the catalog.
 
-What is shown is aggregate: counts, distinct counts, ranges and means, mean text length, and for categorical
-text the most frequent values, but only values shared by at least K_ANONYMITY_THRESHOLD records.
+What is shown is aggregate: counts, distinct counts, k-anonymous ranges and means, mean text length, and for
+categorical text the most frequent values, but only values shared by at least K_ANONYMITY_THRESHOLD records.
+A range never shows one record's own value: its bounds are the k-th smallest and k-th largest values (so at
+least k records lie at or beyond each bound), and it is left out when fewer than 2k values are present.
 """
 
 from __future__ import annotations
@@ -27,17 +29,21 @@ _NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
 
 @dataclass(frozen=True)
 class FieldStatistics:
-    """Statistics of one field, named as in the catalog's protobuf message; unused entries are None/empty."""
+    """Statistics of one field, named as in the catalog's protobuf message; unused entries are None/empty.
+
+    `min`/`max` (numbers) and `min_text`/`max_text` (dates) are k-anonymous bounds, not the extremes: the
+    k-th smallest and k-th largest value (k = K_ANONYMITY_THRESHOLD), None when fewer than 2k are present.
+    """
 
     name: str
     type: FieldType
     non_null: int  # values present (empty CSV cells are missing)
     distinct: int  # distinct values present
-    min: float | int | None = None  # numbers
-    max: float | int | None = None  # numbers
+    min: float | int | None = None  # numbers: the k-th smallest
+    max: float | int | None = None  # numbers: the k-th largest
     mean: float | None = None  # numbers
-    min_text: str | None = None  # dates: the earliest, ISO 8601
-    max_text: str | None = None  # dates: the latest
+    min_text: str | None = None  # dates: the k-th earliest, ISO 8601
+    max_text: str | None = None  # dates: the k-th latest
     mean_length: float | None = None  # text, in characters
     top_values: tuple[tuple[str, int], ...] = ()  # categorical text; each value held by >= k records
 
@@ -71,10 +77,16 @@ def _field_statistics(
 ) -> FieldStatistics:
     column = quote_identifier(field.name)
     # Identifiers are validated and quoted by quote_identifier; no value is ever formatted into SQL.
-    non_null, distinct, minimum, maximum, mean, mean_length = connection.execute(
-        f"SELECT COUNT({column}), COUNT(DISTINCT {column}), MIN({column}), MAX({column}), "  # noqa: S608
-        f"AVG({column}), AVG(LENGTH({column})) FROM {quoted_table}"
+    non_null, distinct, mean, mean_length = connection.execute(
+        f"SELECT COUNT({column}), COUNT(DISTINCT {column}), AVG({column}), AVG(LENGTH({column})) "  # noqa: S608
+        f"FROM {quoted_table}"
     ).fetchone()
+    minimum = maximum = None
+    if field.type in (*_NUMERIC, FieldType.DATE) and non_null >= 2 * K_ANONYMITY_THRESHOLD:
+        minimum, maximum = (
+            _kth_value(connection, quoted_table, column, descending=descending)
+            for descending in (False, True)
+        )
     if field.type in _NUMERIC:
         return FieldStatistics(
             field.name, field.type, non_null, distinct, min=minimum, max=maximum, mean=mean
@@ -95,3 +107,16 @@ def _field_statistics(
     return FieldStatistics(
         field.name, field.type, non_null, distinct, mean_length=mean_length, top_values=top_values
     )
+
+
+def _kth_value(
+    connection: sqlite3.Connection, quoted_table: str, column: str, *, descending: bool
+) -> float | int | str:
+    """The k-th smallest (or largest) present value of `column`: a bound that at least k records reach."""
+    order = "DESC" if descending else "ASC"
+    (value,) = connection.execute(
+        f"SELECT {column} FROM {quoted_table} WHERE {column} IS NOT NULL "  # noqa: S608
+        f"ORDER BY {column} {order} LIMIT 1 OFFSET ?",
+        (K_ANONYMITY_THRESHOLD - 1,),
+    ).fetchone()
+    return value

@@ -7,9 +7,11 @@ of ``contracts/v1`` plus standard health checking and server reflection to the s
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from concurrent import futures
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,7 +30,7 @@ from contracts.v1 import (
 )
 from crypto import Identity, server_credentials
 from node.authn import Authenticator
-from node.config import NodeConfig, NodePaths, load_offers
+from node.config import NodeConfig, NodeConfigError, NodePaths, load_offers
 from node.gate import gate_interceptors
 from node.grants import GrantFactory
 from node.handlers import AuditHandler, CatalogHandler, NegotiationHandler, RevealHandler
@@ -50,6 +52,20 @@ SERVICE_NAMES = (
 )
 
 
+LOCK_FILE = "node.lock"
+
+
+def hold_directory_lock(path: Path) -> TextIO:
+    """Take an exclusive, non-blocking lock on ``path`` for as long as the returned file stays open."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NodeConfigError(f"{path.parent} is in use by another running node server") from None
+    return handle
+
+
 class NodeServer:
     """Start with :meth:`start`, stop with :meth:`stop`; the audit log is closed (drained) on stop."""
 
@@ -65,9 +81,15 @@ class NodeServer:
         self._store: DatasetStore | None = None
         self._health: health.HealthServicer | None = None
         self.port: int | None = None
+        self._lock: TextIO | None = None
 
     def start(self) -> int:
-        """Bind, start serving and write ``node.addr``; returns the port."""
+        """Bind, start serving and write ``node.addr``; returns the port.
+
+        Raises NodeConfigError when another server holds this node directory: two writers of one audit log
+        would each extend their own view of the Merkle tree.
+        """
+        self._lock = hold_directory_lock(self.paths.root / LOCK_FILE)
         offers = load_offers(self.paths, self.config.org, self.config.datasets)
         NodeState.create_schema(self.paths.state_db)
         self._state = NodeState(self.paths.state_db)
@@ -145,3 +167,6 @@ class NodeServer:
         if self._store is not None:
             self._store.close()
         self.paths.address_file.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None

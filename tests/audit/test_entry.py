@@ -54,7 +54,7 @@ def _entry(**changes: object) -> AuditEntry:
     return AuditEntry(**fields)  # type: ignore[arg-type]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(entry=entries(), index=st.integers(0, 2**53 - 1))
 def test_leaf_is_canonical_json_of_entry_plus_index(entry: AuditEntry, index: int) -> None:
     expected = canonical_json({**entry.to_dict(), "index": index})

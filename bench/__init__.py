@@ -1,0 +1,4 @@
+"""Benchmarks that print their measurements side by side with a baseline run and the goals they serve.
+
+``python -m bench.gate``: the gate's cost against bare gRPC, durable audit appends, and bundle verification.
+"""
