@@ -104,7 +104,9 @@ def append_load(log: AuditLog, *, threads: int, total: int, deadline_s: float) -
     return AppendResult(threads, len(merged), wall, errors, merged)
 
 
-def measure_appends(directory: Path, signer: Identity, *, threads: int, total: int, deadline_s: float) -> AppendResult:
+def measure_appends(
+    directory: Path, signer: Identity, *, threads: int, total: int, deadline_s: float
+) -> AppendResult:
     """Durable appends/s into a fresh log under ``directory``."""
     path = directory / f"appends-{threads}t.db"
     with AuditLog(path, signer, signer.name) as log:

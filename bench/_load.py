@@ -1,4 +1,4 @@
-"""Client load on one server: processes of threads, each thread with its own mTLS channel, calling ListDatasets.
+"""Client load on one server: processes of threads, each with its own mTLS channel, calling ListDatasets.
 
 Clients run in spawned processes of their own, so that their Python does not compete with the server's for
 one GIL. Each thread connects and warms up (TLS handshake, the gate's verified-token cache) before the
@@ -8,6 +8,7 @@ Every loop is bounded by a call count and a deadline. A call that fails stops it
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import threading
@@ -112,10 +113,8 @@ def client_process(spec: LoadSpec, go: Any, results: Any) -> None:
     ]
     for thread in threads:
         thread.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):  # a thread failed; its outcome says why
         ready.wait(START_TIMEOUT_S + 5)
-    except threading.BrokenBarrierError:
-        pass  # a thread failed; its outcome says why
     cpu_at_ready = time.process_time()
     results.put(("ready",))
     for thread in threads:

@@ -112,8 +112,14 @@ def render(results: dict[str, Any], console: Console) -> None:
     for phase, title in (("sequential", "1 client, sequential"), ("loaded", "concurrent clients")):
         bare, gated = grpc_results[phase]["bare"], grpc_results[phase]["gated"]
         table.add_section()
-        table.add_row(f"[bold]{title}[/bold] ({gated['clients']})", f"{bare['calls_ok']:,} calls",
-                      f"{gated['calls_ok']:,} calls", "", "", "")
+        table.add_row(
+            f"[bold]{title}[/bold] ({gated['clients']})",
+            f"{bare['calls_ok']:,} calls",
+            f"{gated['calls_ok']:,} calls",
+            "",
+            "",
+            "",
+        )
         for key, label, fmt in (
             ("p50_ms", "latency p50 (ms)", "{:.3f}"),
             ("p99_ms", "latency p99 (ms)", "{:.3f}"),
@@ -128,7 +134,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             if phase == "loaded" and key == "calls_per_server_cpu_s":
                 goal, status = f">= {GOAL_CALLS_PER_CORE:,.0f}", _met(goal_of[0]["met"])
             table.add_row(
-                label, fmt.format(bare[key]), fmt.format(gated[key]), _ratio(gated[key], bare[key]), goal, status
+                label,
+                fmt.format(bare[key]),
+                fmt.format(gated[key]),
+                _ratio(gated[key], bare[key]),
+                goal,
+                status,
             )
     table.add_section()
     best = max(results["audit_appends"], key=lambda run: run["appends_per_s"])
@@ -136,20 +147,39 @@ def render(results: dict[str, Any], console: Console) -> None:
         is_best = run is best
         table.add_row(
             f"durable audit appends/s, {run['threads']} thread(s) ({run['appends']:,} appends)",
-            "", f"{run['appends_per_s']:,.0f}", "",
-            f">= {GOAL_APPENDS_PER_S:,.0f}" if is_best else "", _met(goal_of[2]["met"]) if is_best else "",
+            "",
+            f"{run['appends_per_s']:,.0f}",
+            "",
+            f">= {GOAL_APPENDS_PER_S:,.0f}" if is_best else "",
+            _met(goal_of[2]["met"]) if is_best else "",
         )
         table.add_row(
             f"  per-append latency p50 / p99 (ms), {run['threads']} thread(s)",
-            "", f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f}", "", "", "",
+            "",
+            f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f}",
+            "",
+            "",
+            "",
         )
     verify = results["verify"]
     table.add_section()
-    table.add_row(f"log of {verify['entries']:,} entries ({verify['heads']} signed heads): build s", "",
-                  f"{verify['build_s']:.2f}", "", f"({verify['build_appends_per_s']:,.0f} appends/s)", "")
+    table.add_row(
+        f"log of {verify['entries']:,} entries ({verify['heads']} signed heads): build s",
+        "",
+        f"{verify['build_s']:.2f}",
+        "",
+        f"({verify['build_appends_per_s']:,.0f} appends/s)",
+        "",
+    )
     table.add_row("  export_bundle s", "", f"{verify['export_s']:.2f}", "", "", "")
-    table.add_row("  verify_bundle s", "", f"{verify['verify_s']:.2f}", "",
-                  f"({verify['verified_entries_per_s']:,.0f} entries/s)", "")
+    table.add_row(
+        "  verify_bundle s",
+        "",
+        f"{verify['verify_s']:.2f}",
+        "",
+        f"({verify['verified_entries_per_s']:,.0f} entries/s)",
+        "",
+    )
     console.print(table)
     for line in results.get("checks", []):
         console.print(f"check: {line}")
@@ -158,7 +188,9 @@ def render(results: dict[str, Any], console: Console) -> None:
 def render_profile(profiles: dict[str, dict[str, Any]], console: Console) -> None:
     """Where each server's CPU goes, per call, by part and by function (cProfile, thread CPU time)."""
     bare, gated = profiles.get("bare", {}), profiles.get("gated", {})
-    table = Table(title="Server CPU per call by part (cProfile on every thread, CPU time; inflated by cProfile)")
+    table = Table(
+        title="Server CPU per call by part (cProfile on every thread, thread CPU time, with its overhead)"
+    )
     table.add_column("part")
     table.add_column("bare ms/call", justify="right")
     table.add_column("gated ms/call", justify="right")
@@ -176,8 +208,10 @@ def render_profile(profiles: dict[str, dict[str, Any]], console: Console) -> Non
         f"{gated.get('profiled_cpu_ms_per_call', 0.0):.4f}",
     )
     console.print(table)
-    for kind, key, unit in (("gated", "top_self", "self_ms_per_call"),
-                            ("gated", "top_cumulative_repo", "cumulative_ms_per_call")):
+    for kind, key, unit in (
+        ("gated", "top_self", "self_ms_per_call"),
+        ("gated", "top_cumulative_repo", "cumulative_ms_per_call"),
+    ):
         functions = Table(title=f"{kind} server: top functions by {unit.replace('_', ' ')}")
         functions.add_column("function")
         functions.add_column("ms/call", justify="right")

@@ -138,14 +138,15 @@ def test_hand_made_lens_rows_have_the_hand_computed_schema_and_statistics(hand_m
         "cited_count": FieldType.INTEGER,
         "simple_family_size": FieldType.INTEGER,
     }
+    # Eight values are fewer than 2k: no range is shown, since any bound would be some record's own value.
     cited = stats["cited_count"]
-    assert (cited.non_null, cited.distinct, cited.min, cited.max, cited.mean) == (8, 5, 0, 9, 2.0)
+    assert (cited.non_null, cited.distinct, cited.min, cited.max, cited.mean) == (8, 5, None, None, 2.0)
     family = stats["simple_family_size"]
-    assert (family.min, family.max, family.mean, family.distinct) == (1, 4, 1.75, 3)
+    assert (family.min, family.max, family.mean, family.distinct) == (None, None, 1.75, 3)
     year = stats["publication_year"]
-    assert (year.min, year.max, year.mean) == (1983, 2015, 2006.625)
+    assert (year.min, year.max, year.mean) == (None, None, 2006.625)
     date = stats["publication_date"]
-    assert (date.min_text, date.max_text, date.distinct, date.min) == ("1983-11-30", "2015-01-22", 5, None)
+    assert (date.min_text, date.max_text, date.distinct, date.min) == (None, None, 5, None)
     assert stats["applicants"].non_null == 7  # one empty cell is a missing value
     assert stats["title"].mean_length == 50.0
     assert stats[ID].distinct == 8 and stats[ID].top_values == ()
@@ -168,6 +169,29 @@ def test_k_threshold_boundary(store: DatasetStore, tmp_path: Path) -> None:
     assert status.top_values == (("issued", k),)
 
 
+@pytest.mark.parametrize(
+    ("present", "bounds"), [(2 * K_ANONYMITY_THRESHOLD, True), (2 * K_ANONYMITY_THRESHOLD - 1, False)]
+)
+def test_ranges_are_k_anonymous_bounds_and_need_2k_values(
+    store: DatasetStore, tmp_path: Path, present: int, bounds: bool
+) -> None:
+    k = K_ANONYMITY_THRESHOLD
+    # Values 10, 20, ... (one per record) and days 1, 2, ... of March; one record has neither.
+    lines = (
+        ["id,score,filed"] + [f"r{i},{10 * (i + 1)},2020-03-{i + 1:02d}" for i in range(present)] + ["x,,"]
+    )
+    _import(store, "ranges", _write(tmp_path / "r.csv", "\n".join(lines) + "\n"), id_field="id")
+    _, score, filed = store.describe("ranges").statistics
+
+    assert (score.non_null, filed.non_null) == (present, present)
+    if bounds:
+        assert (score.min, score.max) == (10 * k, 10 * (present - k + 1))
+        assert (filed.min_text, filed.max_text) == (f"2020-03-{k:02d}", f"2020-03-{present - k + 1:02d}")
+    else:
+        assert (score.min, score.max, filed.min_text, filed.max_text) == (None, None, None, None)
+    assert score.mean == pytest.approx(5 * (present + 1))
+
+
 def test_real_lens_partition_statistics_match_the_rows(lens_partition: tuple[DatasetStore, list]) -> None:
     store, rows = lens_partition
     description = store.describe("lens_families")
@@ -178,10 +202,17 @@ def test_real_lens_partition_statistics_match_the_rows(lens_partition: tuple[Dat
     assert description.info.row_count == len(rows) > 500
     assert [info.name for info in store.list()] == ["lens_families"]
     assert stats[ID].distinct == stats[ID].non_null == len(rows)
-    assert (stats["cited_count"].min, stats["cited_count"].max) == (min(cited), max(cited))
+    k = K_ANONYMITY_THRESHOLD
+    # k-anonymous bounds: the k-th smallest and k-th largest, never the one most cited record's count
+    assert (stats["cited_count"].min, stats["cited_count"].max) == (sorted(cited)[k - 1], sorted(cited)[-k])
+    assert stats["cited_count"].max < max(cited)
     assert stats["cited_count"].mean == pytest.approx(sum(cited) / len(cited))
     assert stats["publication_year"].min <= stats["publication_year"].mean <= stats["publication_year"].max
-    assert stats["publication_date"].min_text == min(row["publication_date"] for row in rows)
+    dates = sorted(row["publication_date"] for row in rows)
+    assert (stats["publication_date"].min_text, stats["publication_date"].max_text) == (
+        dates[k - 1],
+        dates[-k],
+    )
     assert stats["non_patent_citations"].non_null == sum(1 for row in rows if row["non_patent_citations"])
     shown = dict(stats["jurisdiction"].top_values)
     assert shown == {code: n for code, n in jurisdictions.most_common(5) if n >= K_ANONYMITY_THRESHOLD}
@@ -205,8 +236,9 @@ def test_mock_rows_are_never_real_rows(lens_partition: tuple[DatasetStore, list]
         assert list(row) == list(fields)
         assert row[ID].startswith("mock-") and row[ID] not in real_ids
         assert tuple(_as_csv_text(row[field]) for field in value_fields) not in real_tuples
-        for field in value_fields:  # every value is drawn from its own column
-            assert _as_csv_text(row[field]) in {real[field] for real in rows}
+        for field in value_fields:  # a real value only if k records share it (see test_mock_rows.py)
+            held_by = sum(1 for real in rows if real[field] == _as_csv_text(row[field]))
+            assert row[field] is None or held_by == 0 or held_by >= K_ANONYMITY_THRESHOLD
 
 
 def test_mock_rows_are_deterministic_given_a_seed(lens_partition: tuple[DatasetStore, list]) -> None:
@@ -218,15 +250,20 @@ def test_mock_rows_are_deterministic_given_a_seed(lens_partition: tuple[DatasetS
 
 
 def test_mock_rows_are_redrawn_until_not_real(store: DatasetStore, tmp_path: Path) -> None:
-    # Only two combinations are not real rows: (a, y) and (b, x); every mock row must be one of them.
-    _import(store, "pairs", _write(tmp_path / "p.csv", "id,left,right\n1,a,x\n2,b,y\n"), id_field="id")
+    # k records (a, x) and k records (b, y): every value may be shown (k records hold it), but only two
+    # combinations are not real rows, (a, y) and (b, x); every mock row must be one of them.
+    k = K_ANONYMITY_THRESHOLD
+    lines = ["id,left,right"] + [f"{i},a,x" for i in range(k)] + [f"{k + i},b,y" for i in range(k)]
+    _import(store, "pairs", _write(tmp_path / "p.csv", "\n".join(lines) + "\n"), id_field="id")
     mock = store.describe("pairs", seed=5).mock_rows
     assert len(mock) == 20
     assert {(row["left"], row["right"]) for row in mock} <= {("a", "y"), ("b", "x")}
 
 
 def test_no_mock_rows_when_every_combination_is_real(store: DatasetStore, tmp_path: Path) -> None:
-    _import(store, "single", _write(tmp_path / "s.csv", "id,status\n1,open\n2,closed\n"), id_field="id")
+    # One value held by k records: it may be shown, but the only row it makes is real.
+    lines = ["id,status"] + [f"{i},open" for i in range(K_ANONYMITY_THRESHOLD)]
+    _import(store, "single", _write(tmp_path / "s.csv", "\n".join(lines) + "\n"), id_field="id")
     assert store.describe("single").mock_rows == ()
 
 
