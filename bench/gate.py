@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-dir", type=Path, help="keep the .pstats files here (default: discarded)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a goal is missed")
     args = parser.parse_args(argv)
-    console = Console()
+    # A pipe or a file gets rich's 80 columns, too narrow for the table: give it room.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     settings = QUICK if args.quick else FULL
     try:
         results = run(settings, profile=args.profile, profile_dir=args.profile_dir, console=console)

@@ -163,6 +163,8 @@ def _central_window(ordered: list, rng: random.Random) -> tuple[int | float, int
     The central range runs from the 5th to the 95th percentile, and never past the k-th smallest or k-th
     largest value (the bounds the catalog statistics show). None when the column has too few values.
     """
+    if len(ordered) < 2 * _K:
+        return None  # the catalog shows no range either
     last = len(ordered) - 1
     lowest = max(_K - 1, math.ceil(CENTRAL_QUANTILES[0] * last))
     highest = min(last - (_K - 1), math.floor(CENTRAL_QUANTILES[1] * last))

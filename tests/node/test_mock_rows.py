@@ -1,4 +1,4 @@
-"""Mock rows of real Lens families: a value is real only when k records share it; the rest keeps the format."""
+"""Mock rows of real Lens families: a value is real only if k records share it; others keep the format."""
 
 from __future__ import annotations
 
@@ -123,15 +123,20 @@ def test_mock_rows_depend_only_on_the_seed(lens) -> None:
 
 
 def test_rare_numbers_are_left_out_when_no_k_anonymous_range_exists(tmp_path: Path) -> None:
-    # Nine records: fewer than 2k, so there is no range to draw from; only 0 (held by k records) may show.
-    cited = [0] * K + [3, 8, 13, 21]
-    lines = ["id,cited_count"] + [f"r{i},{value}" for i, value in enumerate(cited)]
+    # Nine counts (one record has none): fewer than 2k, so there is no range to draw a synthetic count from,
+    # and only 0 (held by k records) may show. Kind A and B (k records each) let 0 and missing form rows
+    # that are not real: (B, 0) and (A, missing).
+    cited = [*["0"] * K, "3", "8", "13", "21", ""]
+    kinds = ["A"] * K + ["B"] * K
+    lines = ["id,kind,cited_count"] + [
+        f"r{i},{kind},{n}" for i, (kind, n) in enumerate(zip(kinds, cited, strict=True))
+    ]
     path = tmp_path / "small.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     store = DatasetStore.for_node(tmp_path)
     store.import_csv("small", path, id_field="id", description="small", source="test")
-    shown = {row["cited_count"] for seed in SEEDS for row in store.describe("small", seed=seed).mock_rows}
-    assert shown == {0, None}
+    mock = [row for seed in SEEDS for row in store.describe("small", seed=seed).mock_rows]
+    assert {(row["kind"], row["cited_count"]) for row in mock} == {("B", 0), ("A", None)}
 
 
 def test_shape_preserving_keeps_separators_and_the_shared_prefix() -> None:
