@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 from pathlib import Path
@@ -68,6 +69,7 @@ def serve(
     """Serve the node until SIGINT or SIGTERM; every call passes the gate and is recorded."""
     from node.server import NodeServer
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = NodeServer(directory, listen=listen)
     port = server.start()
     console.print(

@@ -3,7 +3,7 @@
 Each field of a mock row is drawn on its own (the public "mock" half of a PySyft-style dataset): a uniformly
 chosen row gives the field's value, so missing values keep their rate. A value shared by at least
 K_ANONYMITY_THRESHOLD records is shown as it is; a rarer one would single out its records (one patent's
-number, its title, its record citation count), so it is replaced by a synthetic value of the same kind:
+number, its title, the top citation count), so it is replaced by a synthetic value of the same kind:
 
 - text keeps its shape (same length, letters by random letters of the same case, digits by random digits,
   separators kept), after a leading part that at least k records share ("https://lens.org/", "US 2015/");
@@ -42,6 +42,7 @@ CENTRAL_QUANTILES = (0.05, 0.95)
 # ("Qzmxk Bwtr For Jqxkv") hides what the field is about while common words ("Drone Control System") show it.
 FREE_TEXT_MIN_MEAN_LENGTH = 40
 FREE_TEXT_MIN_WORD_SHARE = 0.8
+FREE_TEXT_SAMPLE = 200  # values looked at to tell free text from other long text
 _TOP_CODE_POINT = "\U0010ffff"  # sorts after every character: prefix + it bounds the strings with prefix
 
 _K = K_ANONYMITY_THRESHOLD
@@ -108,7 +109,9 @@ class _MockColumn:
         else:
             ordered = sorted(present)  # a column holds one type (the store converts every cell)
         word_bag = _free_text_word_bag(present) if kind is FieldType.TEXT else None
-        decimals = max((_decimal_places(value) for value in present), default=0)
+        decimals = (
+            max((_decimal_places(value) for value in present), default=0) if kind is FieldType.FLOAT else 0
+        )
         return cls(kind, values, Counter(present), ordered, word_bag, decimals)
 
     def draw(self, rng: random.Random) -> Value:
@@ -201,7 +204,9 @@ def _free_text_word_bag(present: list[Value]) -> tuple[tuple[str, ...], tuple[in
     texts = [str(value) for value in present]
     if not texts or sum(map(len, texts)) / len(texts) <= FREE_TEXT_MIN_MEAN_LENGTH:
         return None
-    tokens = [token for text in texts for token in text.split()]
+    # The kind of text shows in a spread of values; judging every token would make large columns slow.
+    sample = texts[:: max(1, len(texts) // FREE_TEXT_SAMPLE)]
+    tokens = [token for text in sample for token in text.split()]
     wordlike = sum(1 for token in tokens if token.strip(string.punctuation).isalpha())
     if not tokens or wordlike / len(tokens) < FREE_TEXT_MIN_WORD_SHARE:
         return None  # long but not prose: classification lists, citation strings

@@ -36,23 +36,19 @@ def _shape(text: str) -> str:
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["europe", "asia-pacific"])
 def lens(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """A provider's real share of the Lens sample in a store, and its rows as CSV text."""
+    """A provider's real share of the Lens sample in a store, its rows as CSV text, and mock rows of SEEDS."""
     header, rows = read_rows(LENS_SAMPLE)
     share = partition_by_jurisdiction(rows, 3)[request.param]
     directory = tmp_path_factory.mktemp("node")
     paths = write_partitions([share], directory / "parts", header)
     store = DatasetStore.for_node(directory)
     store.import_csv("families", paths[share.provider], id_field=ID, description="Drones", source="Lens.org")
-    return store, [dict(row) for row in share.rows]
-
-
-def _mock_rows(store: DatasetStore) -> list[dict]:
-    return [row for seed in SEEDS for row in store.describe("families", seed=seed).mock_rows]
+    mock = [row for seed in SEEDS for row in store.describe("families", seed=seed).mock_rows]
+    return store, [dict(row) for row in share.rows], mock
 
 
 def test_a_mock_value_is_real_only_when_at_least_k_records_hold_it(lens) -> None:
-    store, rows = lens
-    mock = _mock_rows(store)
+    store, rows, mock = lens
     value_fields = [field for field in store.info("families").fields if field != ID]
     assert len(mock) == 20 * len(SEEDS)
     for field in value_fields:
@@ -63,8 +59,7 @@ def test_a_mock_value_is_real_only_when_at_least_k_records_hold_it(lens) -> None
 
 
 def test_unique_identifiers_are_synthetic_but_keep_their_format(lens) -> None:
-    store, rows = lens
-    mock = _mock_rows(store)
+    _store, rows, mock = lens
     for field in IDENTIFIER_FIELDS:
         real = {row[field] for row in rows if row[field]}
         shapes = {_shape(value) for value in real}
@@ -77,10 +72,10 @@ def test_unique_identifiers_are_synthetic_but_keep_their_format(lens) -> None:
 
 
 def test_mock_titles_are_words_that_at_least_k_records_use(lens) -> None:
-    store, rows = lens
+    _store, rows, mock = lens
     titles = Counter(row["title"] for row in rows)
     records_per_word = Counter(word for row in rows for word in set(row["title"].split()))
-    mock_titles = [row["title"] for row in _mock_rows(store)]
+    mock_titles = [row["title"] for row in mock]
     synthetic = [title for title in mock_titles if titles[title] < K]
     assert len(synthetic) > len(mock_titles) // 2  # nearly every real title is unique
     for title in synthetic:
@@ -92,13 +87,12 @@ def test_mock_titles_are_words_that_at_least_k_records_use(lens) -> None:
 
 
 def test_numbers_and_dates_stay_inside_the_k_anonymous_bounds(lens) -> None:
-    store, rows = lens
+    store, rows, mock = lens
     description = store.describe("families")
     stats = {entry.name: entry for entry in description.statistics}
     numeric = [field.name for field in description.info.schema if field.type is FieldType.INTEGER]
     dates = [field.name for field in description.info.schema if field.type is FieldType.DATE]
     assert "cited_count" in numeric and "publication_date" in dates
-    mock = _mock_rows(store)
     for field in numeric:
         shown = [row[field] for row in mock if row[field] is not None]
         assert all(stats[field].min <= value <= stats[field].max for value in shown), field
@@ -112,7 +106,7 @@ def test_numbers_and_dates_stay_inside_the_k_anonymous_bounds(lens) -> None:
 
 
 def test_mock_rows_depend_only_on_the_seed(lens) -> None:
-    store, rows = lens
+    store, rows, _mock = lens
     first = store.describe("families", seed=7).mock_rows
     assert store.describe("families", seed=7).mock_rows == first
     assert store.describe("families", seed=8).mock_rows != first
@@ -148,3 +142,20 @@ def test_shape_preserving_keeps_separators_and_the_shared_prefix() -> None:
         assert _shape(fake) == _shape(original) and len(fake) == len(original)
     different = {_shape_preserving(original, 0, rng) for _ in range(50)}
     assert len(different) == 50
+
+
+def test_rare_floats_become_unseen_values_with_the_same_decimals(tmp_path: Path) -> None:
+    ratios = [i / 2 + 0.25 for i in range(4 * K)]  # 0.25, 0.75, ...: every value unique
+    lines = ["id,ratio"] + [f"r{i},{ratio}" for i, ratio in enumerate(ratios)]
+    path = tmp_path / "ratios.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = DatasetStore.for_node(tmp_path)
+    store.import_csv("ratios", path, id_field="id", description="ratios", source="test")
+    description = store.describe("ratios")
+    (_, ratio) = description.statistics
+    shown = [row["ratio"] for row in description.mock_rows]
+
+    assert len(shown) == 20 and (ratio.min, ratio.max) == (ratios[K - 1], ratios[-K])
+    for value in shown:
+        assert isinstance(value, float) and value not in ratios
+        assert ratio.min <= value <= ratio.max and round(value, 2) == value
