@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from contracts.agreements import Action, Agreement, Constraints, Offer, describe_validation_error, utc_text
+from contracts.agreements import Agreement
 from contracts.errors import OdrlError
+from contracts.fields import describe_validation_error, utc_text
+from contracts.offers import Action, Constraints, Offer
 
 ODRL_CONTEXT_URL = "http://www.w3.org/ns/odrl.jsonld"
 IPSPACE_NAMESPACE = "https://ipspace.example/ns#"

@@ -14,7 +14,9 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from contracts.agreements import Agreement, AgreementTerms, Offer, offer_digest, propose
+from contracts.agreements import Agreement, propose
+from contracts.offers import Offer, offer_digest
+from contracts.terms import AgreementTerms
 from contracts.v1 import (
     audit_pb2,
     audit_pb2_grpc,

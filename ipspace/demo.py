@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from audit import BundleInvalid, decode_leaf, verify_bundle
-from contracts.agreements import Action, Agreement, Constraints, Offer
+from contracts.agreements import Agreement
+from contracts.offers import Action, Constraints, Offer
 from crypto import Role
 from ipspace.audit_export import export_node_log
 from ipspace.client import NodeClient, NodeRefused

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from contracts.agreements import Offer
+from contracts.offers import Offer
 from crypto import CertificateAuthority, Identity, Role
 from ipspace.cli_identity import write_token
 from node.config import NodeConfig, NodePaths

@@ -2,7 +2,7 @@
 
 <node>/node.json        name, org, listen address, datasets (written by ``ipspace node init``)
 <node>/identity/        the node's certificates and keys (crypto.Identity)
-<node>/offers/*.json    offers, edited by the provider (contracts.agreements.Offer)
+<node>/offers/*.json    offers, edited by the provider (contracts.offers.Offer)
 <node>/datasets.db      the dataset store
 <node>/node.db          the audit log and the node's state (agreements, requests, revocations, budgets)
 <node>/node.addr        written by ``ipspace node serve``: the address it listens on
@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from contracts.agreements import Offer, load_offer
 from contracts.errors import OfferError
+from contracts.offers import Offer, load_offer
 
 CONFIG_FILE = "node.json"
 

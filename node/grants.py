@@ -16,7 +16,8 @@ from typing import TypeVar
 import grpc
 
 from audit import AuditLog, SignedTreeHead
-from contracts.agreements import Agreement, Offer, countersign
+from contracts.agreements import Agreement, countersign
+from contracts.offers import Offer
 from crypto import Identity, Principal
 from node.rpc_table import GateAction, RequestFacts
 from node.state import REVEAL_RECORDS, AgreementRequestRecord, Effect, NodeState

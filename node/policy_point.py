@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from contracts.agreements import Action, Offer, verify_proposal
+from contracts.agreements import verify_proposal
 from contracts.errors import ContractError
+from contracts.offers import Action, Offer
 from crypto import Principal, Role
 from node.rpc_table import GateAction, MethodRule, RequestFacts
 from node.state import REVEAL_RECORDS, NodeState

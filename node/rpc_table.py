@@ -15,7 +15,8 @@ from enum import StrEnum
 from google.protobuf.message import Message
 from pydantic import ValidationError
 
-from contracts.agreements import Agreement, Revocation
+from contracts.agreements import Agreement
+from contracts.revocations import Revocation
 from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from contracts.agreements import Agreement, Revocation
+from contracts.agreements import Agreement
+from contracts.revocations import Revocation
 
 Effect = Callable[[sqlite3.Connection], None]
 

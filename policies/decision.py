@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from contracts.agreements import Action, Agreement
+from contracts.agreements import Agreement
+from contracts.offers import Action
 from crypto import Principal, Role
 from policies.rules import (
     AGREEMENT_ACTIONS,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from contracts.agreements import Agreement, Offer, Revocation, offer_digest, utc_text
+from contracts.agreements import Agreement
+from contracts.fields import utc_text
+from contracts.offers import Offer, offer_digest
+from contracts.revocations import Revocation
 from crypto import Principal, Role
 from policies.decision import Decision
 from policies.rules import Refusal

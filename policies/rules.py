@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from contracts.agreements import Action, Agreement, Constraints, utc_text
+from contracts.agreements import Agreement
+from contracts.fields import utc_text
+from contracts.offers import Action, Constraints
 from crypto import Principal
 
 AGREEMENT_ACTIONS = (Action.REVEAL, Action.TRAIN, Action.MATCH, Action.VALUATE)

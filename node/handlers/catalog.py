@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.struct_pb2 import Struct
 
-from contracts.agreements import Offer, offer_digest
+from contracts.offers import Offer, offer_digest
 from contracts.v1 import catalog_pb2, catalog_pb2_grpc, negotiation_pb2
 from crypto import canonical_json
 from node.gate import current_grant

@@ -11,15 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.agreements import (
-    Action,
-    Agreement,
-    AgreementTerms,
-    Constraints,
-    Offer,
-    Signature,
-    offer_digest,
-)
+from contracts.agreements import Agreement
 from contracts.errors import OdrlError
 from contracts.odrl import (
     ODRL_CONTEXT_URL,
@@ -28,6 +20,9 @@ from contracts.odrl import (
     offer_from_odrl,
     offer_to_odrl,
 )
+from contracts.offers import Action, Constraints, Offer, offer_digest
+from contracts.signing import Signature
+from contracts.terms import AgreementTerms
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

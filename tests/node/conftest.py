@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.agreements import Action, Agreement, Constraints, Offer
+from contracts.agreements import Agreement
+from contracts.offers import Action, Constraints, Offer
 from crypto import Identity, Role
 from ipspace.cli_identity import read_token
 from ipspace.client import NodeClient

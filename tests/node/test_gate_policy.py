@@ -12,7 +12,10 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from contracts.agreements import AgreementTerms, Constraints, offer_digest, propose, revoke
+from contracts.agreements import propose
+from contracts.offers import Constraints, offer_digest
+from contracts.revocations import revoke
+from contracts.terms import AgreementTerms
 from ipspace.client import NodeRefused
 from tests.node.conftest import PER_REQUEST, REVEAL_FIELDS, TOTAL, Space
 

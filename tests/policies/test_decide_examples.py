@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.agreements import Action, Agreement, AgreementTerms, Constraints
+from contracts.agreements import Agreement
+from contracts.offers import Action, Constraints
+from contracts.terms import AgreementTerms
 from crypto import Principal, Role
 from policies.decision import (
     AccessRequest,

@@ -12,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.agreements import Action, Agreement, AgreementTerms, Constraints
+from contracts.agreements import Agreement
+from contracts.offers import Action, Constraints
+from contracts.terms import AgreementTerms
 from crypto import Principal, Role
 from policies.decision import AccessRequest, BudgetState, Obligations, Outcome, ProviderPolicy, decide
 

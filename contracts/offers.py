@@ -1,0 +1,103 @@
+"""Offers: what a provider offers on one dataset, read from the JSON file it edits, and the offer's digest."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationError
+
+from contracts.errors import OfferError
+from contracts.fields import (
+    MAX_JSON_INT,
+    FieldName,
+    FreeText,
+    FrozenModel,
+    Limit,
+    Name,
+    NameList,
+    OfferId,
+    UtcDatetime,
+    describe_validation_error,
+    distinct,
+    not_empty,
+)
+from crypto import digest
+
+
+class Action(StrEnum):
+    CATALOG_READ = "catalog.read"
+    TRAIN = "train"
+    MATCH = "match"
+    VALUATE = "valuate"
+    REVEAL = "reveal"
+    AUDIT_READ = "audit.read"
+
+
+ActionList = Annotated[tuple[Action, ...], AfterValidator(distinct), AfterValidator(not_empty)]
+
+
+class Constraints(FrozenModel):
+    """Limits an offer sets. An absent field means no such limit, except `reveal_fields`: absent, none may be
+    revealed. `purposes` and `consumer_orgs` are None for "any"; an empty list is refused as ambiguous."""
+
+    purposes: NameList | None = None
+    consumer_orgs: NameList | None = None
+    reveal_fields: Annotated[tuple[FieldName, ...], AfterValidator(distinct)] = ()
+    reveal_max_records_per_request: Limit | None = None
+    reveal_max_records_total: Limit | None = None
+    expires_at: UtcDatetime | None = None
+
+
+class Offer(FrozenModel):
+    """What a provider offers on one dataset: a JSON file it edits, <node>/offers/<offer_id>.json."""
+
+    offer_id: OfferId
+    version: int = Field(default=1, ge=1, le=MAX_JSON_INT)
+    provider_org: Name
+    dataset: Name
+    actions: ActionList
+    constraints: Constraints = Constraints()
+    approval: Literal["automatic", "manual"] = "automatic"
+    description: FreeText = ""
+
+
+def offer_digest(offer: Offer) -> str:
+    """The digest of the canonical offer; terms record it, so both sides know which version was accepted."""
+    return digest(offer.model_dump(mode="json"))
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise _DuplicateKeyError(f"the key {duplicates[0]!r} appears twice in one object")
+    return dict(pairs)
+
+
+def load_offer(path: Path | str) -> Offer:
+    """Read and validate an offer file. Raises OfferError naming the file and the first bad field(s)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OfferError("is not UTF-8 text", path=path) from exc
+    except OSError as exc:
+        raise OfferError(f"cannot be read ({exc.strerror or type(exc).__name__})", path=path) from exc
+    try:
+        document = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise OfferError(f"is not valid JSON: {exc.msg} at {where}", path=path) from exc
+    except _DuplicateKeyError as exc:
+        raise OfferError(f"is ambiguous: {exc}", path=path) from exc
+    try:
+        return Offer.model_validate(document)
+    except ValidationError as exc:
+        raise OfferError(describe_validation_error(exc), path=path) from exc
