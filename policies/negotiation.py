@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from contracts.agreements import Agreement
+from contracts.errors import AgreementError
 from contracts.fields import utc_text
 from contracts.offers import Offer, offer_digest
 from contracts.revocations import Revocation
+from contracts.terms import check_terms_match_offer
 from crypto import Principal, Role
 from policies.decision import Decision
 from policies.rules import Refusal
@@ -66,16 +68,10 @@ def _proposal_refusal(
             f"offer {offer.offer_id!r} changed since the proposal was made (it is now version "
             f"{offer.version}); read the offers again and propose anew"
         )
-    if terms.dataset != offer.dataset:
-        return Refusal(f"offer {offer.offer_id!r} is for dataset {offer.dataset!r}, not {terms.dataset!r}")
-    extra = [str(action) for action in terms.actions if action not in offer.actions]
-    if extra:
-        return Refusal(f"offer {offer.offer_id!r} does not permit {', '.join(map(repr, extra))}")
-    if terms.constraints != offer.constraints:
-        return Refusal(
-            f"the proposal changes the constraints of offer {offer.offer_id!r}; an agreement takes "
-            "them as the offer states them"
-        )
+    try:  # the rest of "accepts this very offer" is the schema's own check, kept in one place
+        check_terms_match_offer(terms, offer, now=now)
+    except AgreementError as mismatch:
+        return Refusal(mismatch.reason)
     return _timing_refusal(proposal, offer, now)
 
 
@@ -89,10 +85,6 @@ def _timing_refusal(proposal: Agreement, offer: Offer, now: datetime) -> Refusal
             f"{PROPOSAL_MAX_AGE.total_seconds() / 3600:.0f} h ago; make a new one"
         )
     offer_expiry = offer.constraints.expires_at
-    if offer_expiry is not None and now >= offer_expiry:
-        return Refusal(f"offer {offer.offer_id!r} expired at {utc_text(offer_expiry)}")
-    if terms.expires_at is not None and terms.expires_at <= now:
-        return Refusal(f"the proposed agreement would already have expired at {utc_text(terms.expires_at)}")
     if offer_expiry is not None and (terms.expires_at is None or terms.expires_at > offer_expiry):
         return Refusal(f"the agreement must expire no later than its offer, at {utc_text(offer_expiry)}")
     return None

@@ -7,16 +7,17 @@ return no data; every allowed call must return only what the agreement allows an
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 
 from contracts.agreements import propose
-from contracts.offers import Constraints, offer_digest
+from contracts.offers import Constraints, Offer, offer_digest
 from contracts.revocations import revoke
-from contracts.terms import AgreementTerms
-from ipspace.client import NodeRefused
+from contracts.terms import AgreementTerms, terms_from_offer
+from contracts.v1 import negotiation_pb2, reveal_pb2
+from ipspace.client import NodeClient, NodeRefused
 from tests.node.conftest import PER_REQUEST, REVEAL_FIELDS, TOTAL, Space
 
 
@@ -126,7 +127,7 @@ def test_a_purpose_other_than_the_agreements_is_refused(space: Space) -> None:
         update={"terms": agreement.terms.model_copy(update={"purpose": "marketing"})}
     )
     with space.client("alice") as client:
-        request = __import__("contracts.v1.reveal_pb2", fromlist=["x"]).RevealRequest(
+        request = reveal_pb2.RevealRequest(
             agreement_id=agreement.agreement_id,
             dataset="families",
             purpose="marketing",
@@ -147,8 +148,6 @@ def test_a_proposal_for_a_purpose_the_offer_does_not_allow_is_refused(space: Spa
         offer = next(o for o in client.offers() if o.offer_id == "families-research")
     widened = offer.constraints.model_copy(update={"purposes": ("research", "marketing")})
     alice = space.identity("alice")
-    from datetime import UTC, datetime
-
     terms = AgreementTerms(
         offer_id=offer.offer_id,
         offer_digest=offer_digest(offer),
@@ -162,55 +161,67 @@ def test_a_proposal_for_a_purpose_the_offer_does_not_allow_is_refused(space: Spa
         created_at=datetime.now(UTC),
     )
     proposal = propose(terms, alice)
-    from contracts.v1 import negotiation_pb2
-
     request = negotiation_pb2.RequestAgreementRequest(proposal_json=proposal.model_dump_json().encode())
     refused = _refused(space, "alice", lambda c: c.call(c.negotiation.RequestAgreement, request))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
     assert "constraints" in refused.reason
 
 
-def test_a_proposal_signed_by_someone_else_is_refused(space: Space) -> None:
-    with space.client("alice") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-research")
-    # bob proposes in his own name but sends it over alice's connection
-    with space.client("bob") as bob_client:
-        del bob_client
-    from datetime import UTC, datetime
+def _offer(client: NodeClient, offer_id: str) -> Offer:
+    return next(offer for offer in client.offers() if offer.offer_id == offer_id)
 
-    terms = AgreementTerms(
-        offer_id=offer.offer_id,
-        offer_digest=offer_digest(offer),
-        provider_org=offer.provider_org,
-        consumer_org="globex",
-        consumer_name="bob",
-        dataset=offer.dataset,
-        actions=offer.actions,
-        constraints=offer.constraints,
-        purpose="research",
-        created_at=datetime.now(UTC),
+
+def _proposal_request(space: Space, member: str) -> negotiation_pb2.RequestAgreementRequest:
+    identity = space.identity(member)
+    with space.client(member) as client:
+        offer = _offer(client, "families-research")
+    terms = terms_from_offer(
+        offer, consumer_org=identity.org, consumer_name=identity.name, purpose="research"
     )
-    proposal = propose(terms, space.identity("bob"))
-    from contracts.v1 import negotiation_pb2
+    proposal = propose(terms, identity)
+    return negotiation_pb2.RequestAgreementRequest(proposal_json=proposal.model_dump_json().encode())
 
-    request = negotiation_pb2.RequestAgreementRequest(proposal_json=proposal.model_dump_json().encode())
-    refused = _refused(space, "alice", lambda c: c.call(c.negotiation.RequestAgreement, request))
+
+def test_a_proposal_signed_by_someone_else_is_refused(space: Space) -> None:
+    bobs_proposal = _proposal_request(space, "bob")  # bob's proposal, sent over alice's connection
+    refused = _refused(space, "alice", lambda c: c.call(c.negotiation.RequestAgreement, bobs_proposal))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
     assert "'bob'" in refused.reason
 
 
-@pytest.mark.parametrize(
-    ("member", "call"),
-    [
-        ("regulator", lambda c, a, ids: c.reveal(a, ids, ["title"])),
-        ("alice", lambda c, a, ids: c.entries(0, 1)),
-        ("alice", lambda c, a, ids: c.pending_requests()),
-        ("builder", lambda c, a, ids: c.decide_request("sha256:" + "0" * 64, approve=True)),
-    ],
-)
-def test_the_wrong_role_is_refused(space: Space, member: str, call) -> None:
+# Every RPC that some roles may not call, called by one of them. The catalog (ListDatasets, DescribeDataset,
+# ListOffers) and GetTreeHead are open to every member by design.
+WRONG_ROLE_CALLS = {
+    "Reveal by a regulator": ("regulator", lambda s, c, a, p: c.reveal(a, s.record_ids[:1], ["title"])),
+    # alice's own, validly signed proposal, sent over the regulator's connection
+    "RequestAgreement by a regulator": (
+        "regulator",
+        lambda s, c, a, p: c.call(c.negotiation.RequestAgreement, p),
+    ),
+    "GetAgreementRequest by another org": ("bob", lambda s, c, a, p: c.request_status(a.agreement_id)),
+    "ListAgreementRequests by a consumer": ("alice", lambda s, c, a, p: c.pending_requests()),
+    "DecideAgreementRequest by a builder": (
+        "builder",
+        lambda s, c, a, p: c.decide_request(a.agreement_id, approve=True),
+    ),
+    "RevokeAgreement by a stranger": (
+        "bob",
+        lambda s, c, a, p: c.revoke(
+            revoke(a.agreement_id, s.identity("bob"), "x").model_dump_json().encode()
+        ),
+    ),
+    "GetEntries by a consumer": ("alice", lambda s, c, a, p: c.entries(0, 1)),
+    "GetInclusionProof by a consumer": ("alice", lambda s, c, a, p: c.inclusion_proof(0, 1)),
+    "GetConsistencyProof by a consumer": ("alice", lambda s, c, a, p: c.consistency_proof(1, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_ROLE_CALLS))
+def test_the_wrong_role_is_refused(space: Space, case: str) -> None:
+    member, call = WRONG_ROLE_CALLS[case]
     agreement = space.agreement("alice")
-    refused = _refused(space, member, lambda c: call(c, agreement, space.record_ids[:1]))
+    prepared = _proposal_request(space, "alice")
+    refused = _refused(space, member, lambda client: call(space, client, agreement, prepared))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -266,7 +277,7 @@ def test_an_offer_closed_to_an_org_refuses_it(space: Space) -> None:
             actions=offer.actions,
             constraints=offer.constraints,
             purpose="licensing",
-            created_at=__import__("datetime").datetime.now(__import__("datetime").UTC),
+            created_at=datetime.now(UTC),
         )
 
 
