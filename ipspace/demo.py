@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from rich.table import Table
 from audit import BundleInvalid, decode_leaf, verify_bundle
 from contracts.agreements import Agreement
 from contracts.offers import Action, Constraints, Offer
-from crypto import Role
+from crypto import Identity, Role
 from ipspace.audit_export import export_node_log
 from ipspace.client import NodeClient, NodeRefused
 from ipspace.local_space import LocalDataSpace
@@ -139,7 +140,9 @@ def _prepare(
         )
         # Publication numbers are public: the consumer read these in the patent press, say.
         ids[name] = [row[LENS_ID_FIELD] for row in part.rows[:3]]
-        jurisdictions[name] = part.jurisdictions
+        jurisdictions[name] = tuple(
+            code for code, _ in Counter(r["jurisdiction"] for r in part.rows).most_common()
+        )
     return space, node_dirs, ids, jurisdictions
 
 
@@ -182,11 +185,11 @@ def run_demo(workdir: str, *, keep: bool = False) -> int:
         for name, directory in node_dirs.items():
             nodes.start(name, directory, root / f"{name}.log")
         addresses = nodes.wait_ready(node_dirs)
+        console.print(f"Data: {LENS_SOURCE} (real, public; data/README.md)")
         console.print(
             f"[bold]3 nodes up[/bold] ({time.monotonic() - started:.1f} s): "
             + ", ".join(f"{n} at {a}" for n, a in addresses.items())
         )
-        from crypto import Identity
         from ipspace.cli_identity import read_token
 
         scout = Identity.load(consumer)
@@ -231,7 +234,7 @@ def run_demo(workdir: str, *, keep: bool = False) -> int:
                 export_node_log(client, bundle, ca_cert_pem=space.ca.cert_pem)
             try:
                 summary = verify_bundle(bundle, space.ca.cert_pem)
-                results[name]["verified"] = f"OK, {summary.entries} entries, {summary.heads} heads"
+                results[name]["verified"] = f"OK ({summary.entries} entries)"
             except BundleInvalid as invalid:
                 results[name]["verified"] = f"INVALID at {invalid.first_bad_index}: {invalid.reason}"
             decisions = [
@@ -266,16 +269,16 @@ def _print_summary(
 ) -> None:
     table = Table(
         "node",
-        "jurisdictions",
+        "holds",
         "rows",
         "revealed",
         "refused",
-        "log: allow/deny",
-        "regulator's check",
+        "log allow/deny",
+        "audit verify",
         title=f"IP data space demo ({elapsed:.1f} s)",
     )
     for name, result in results.items():
-        held = " ".join(jurisdictions[name][:5]) + (" …" if len(jurisdictions[name]) > 5 else "")
+        held = " ".join(jurisdictions[name][:3]) + (" …" if len(jurisdictions[name]) > 3 else "")
         table.add_row(
             name,
             held,

@@ -287,6 +287,6 @@ def test_the_demo_runs_the_whole_data_space(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
     for node in ("node-us", "node-eu", "node-apac"):
         assert node in result.stdout
-    assert result.stdout.count("OK, ") == 3, result.stdout
+    assert result.stdout.count("OK (") == 3, result.stdout
     assert "PERMISSION_DENIED" in result.stdout
     assert LENS_FAMILIES.exists()
