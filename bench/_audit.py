@@ -8,6 +8,7 @@ the node's default tree-head cadence. Entries look like the gate's: digests of a
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,11 +17,36 @@ from pathlib import Path
 from typing import Any
 
 from audit import AuditEntry, AuditError, AuditLog, verify_bundle
+from bench import BenchFailed
 from bench._load import percentile
 from bench._space import CONSUMER, CONSUMER_ORG, DATASET
 from crypto import Identity
 
 METHOD = "/ipspace.v1.Catalog/ListDatasets"
+
+
+def fsync_probe(directory: Path, *, count: int, deadline_s: float) -> dict[str, float]:
+    """Latency of one 4 KiB write + fsync in ``directory``: the floor under a durable append."""
+    path = directory / "fsync-probe"
+    latencies = []
+    stop_at = time.perf_counter() + deadline_s
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(count):
+            began = time.perf_counter()
+            os.write(descriptor, b"\0" * 4096)
+            os.fsync(descriptor)
+            latencies.append(time.perf_counter() - began)
+            if time.perf_counter() >= stop_at:
+                break
+    finally:
+        os.close(descriptor)
+        path.unlink()
+    return {
+        "fsyncs": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+    }
 
 
 def gate_like_entry(node: str, number: int) -> AuditEntry:
@@ -145,13 +171,13 @@ def measure_verify(
 ) -> VerifyResult:
     """Build a log of ``entries`` entries, export it, and time ``verify_bundle`` on the export.
 
-    Raises RuntimeError if the log could not be built in full or the bundle does not prove every entry.
+    Raises BenchFailed if the log could not be built in full or the bundle does not prove every entry.
     """
     bundle = directory / "bundle"
     with AuditLog(directory / "large.db", signer, signer.name) as log:
         built = append_load(log, threads=threads, total=entries, deadline_s=deadline_s)
         if built.errors:
-            raise RuntimeError(f"building the log failed: {built.errors[0]}")
+            raise BenchFailed(f"building the log failed: {built.errors[0]}")
         began = time.perf_counter()
         log.export_bundle(bundle)
         export_s = time.perf_counter() - began
@@ -159,7 +185,7 @@ def measure_verify(
     summary = verify_bundle(bundle, ca_cert_pem)
     verify_s = time.perf_counter() - began
     if summary.entries != built.appends:
-        raise RuntimeError(f"the bundle proves {summary.entries} entries; {built.appends} were appended")
+        raise BenchFailed(f"the bundle proves {summary.entries} entries; {built.appends} were appended")
     size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
     return VerifyResult(
         summary.entries, summary.heads, built.wall_s, built.appends_per_s, export_s, verify_s, size

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from bench import BenchFailed
 from bench._servers import ServerProcess
 from contracts.v1 import catalog_pb2, catalog_pb2_grpc
 from crypto import Identity, channel_credentials
@@ -143,7 +144,7 @@ class LoadResult:
     @property
     def calls_per_server_cpu_s(self) -> float:
         """Calls per CPU-second of the server process: calls per second one core could serve."""
-        return self.calls / self.server_cpu_s if self.server_cpu_s > 0 else float("inf")
+        return self.calls / self.server_cpu_s if self.server_cpu_s > 0 else 0.0
 
     def latency_ms(self, quantile: float) -> float:
         return percentile(self.latencies_s, quantile) * 1000
@@ -163,6 +164,22 @@ class LoadResult:
             "calls_per_server_cpu_s": round(self.calls_per_server_cpu_s, 1),
             "client_cpu_s": round(self.client_cpu_s, 3),
         }
+
+
+def merge_rounds(rounds: list[LoadResult]) -> LoadResult:
+    """Several rounds of one phase against one server, as one result (times and CPU add up)."""
+    first = rounds[0]
+    return LoadResult(
+        server=first.server,
+        clients=first.clients,
+        calls=sum(r.calls for r in rounds),
+        errors=sum(r.errors for r in rounds),
+        first_error=next((r.first_error for r in rounds if r.first_error), ""),
+        wall_s=sum(r.wall_s for r in rounds),
+        server_cpu_s=sum(r.server_cpu_s for r in rounds),
+        client_cpu_s=sum(r.client_cpu_s for r in rounds),
+        latencies_s=[latency for r in rounds for latency in r.latencies_s],
+    )
 
 
 def percentile(values: list[float], quantile: float) -> float:
@@ -188,10 +205,11 @@ def run_load(server: ServerProcess, spec: LoadSpec) -> LoadResult:
     try:
         for client in clients:
             client.start()
-        _expect(results, "ready", spec.processes, START_TIMEOUT_S * 2)
+        early: list[tuple[Any, ...]] = []
+        _expect(results, "ready", spec.processes, START_TIMEOUT_S * 2, early)
         cpu_before = server.cpu_seconds()
         go.set()
-        for message in _expect(results, "done", spec.processes, spec.deadline_s + START_TIMEOUT_S):
+        for message in _expect(results, "done", spec.processes, spec.deadline_s + START_TIMEOUT_S, early):
             outcomes += message[1]
             client_cpu += message[2]
         cpu_after = server.cpu_seconds()
@@ -218,15 +236,20 @@ def run_load(server: ServerProcess, spec: LoadSpec) -> LoadResult:
     )
 
 
-def _expect(results: Any, kind: str, count: int, timeout_s: float) -> list[tuple[Any, ...]]:
-    messages = []
+def _expect(results: Any, kind: str, count: int, timeout_s: float, early: list[tuple[Any, ...]]) -> list[Any]:
+    """Wait for ``count`` messages of ``kind``; a "done" that comes early (its threads failed at once) is
+    kept in ``early`` and counts when "done" is awaited."""
+    messages = [message for message in early if message[0] == kind]
     deadline = time.monotonic() + timeout_s
     while len(messages) < count:
         try:
             message = results.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
-            raise RuntimeError(f"{count - len(messages)} client processes did not report {kind!r}") from None
-        if message[0] != kind:
-            raise RuntimeError(f"a client process reported {message[0]!r} while {kind!r} was awaited")
-        messages.append(message)
+            raise BenchFailed(f"{count - len(messages)} client processes did not report {kind!r}") from None
+        if message[0] == kind:
+            messages.append(message)
+        elif message[0] == "done":
+            early.append(message)
+        else:
+            raise BenchFailed(f"a client process reported {message[0]!r} while {kind!r} was awaited")
     return messages

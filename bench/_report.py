@@ -29,6 +29,7 @@ def environment(work_dir: Path) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "work_dir_filesystem": _filesystem(work_dir),
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
     }
 
 
@@ -97,6 +98,11 @@ def render(results: dict[str, Any], console: Console) -> None:
         f"Python {env['python']}  grpc {env['grpc']}  protobuf {env['protobuf']}  SQLite {env['sqlite']}  "
         f"work dir on {env['work_dir_filesystem']}"
     )
+    start, end = env["load_average_at_start"], results["load_average_at_end"]
+    console.print(
+        f"load average (1/5/15 min): {start} at start, {end} at end"
+        " (other work on the machine shows up here and in every figure)"
+    )
     goal_of = {index: goal for index, goal in enumerate(results["goals"])}
     table = Table(title="ListDatasets over mTLS: bare gRPC vs the full gate; durable audit; bundle verify")
     for column, justify in (
@@ -142,6 +148,8 @@ def render(results: dict[str, Any], console: Console) -> None:
                 status,
             )
     table.add_section()
+    probes = " / ".join(f"{probe['p50_ms']:.2f} ({probe['p99_ms']:.2f})" for probe in results["fsync"])
+    table.add_row("4 KiB write+fsync p50 (p99) ms: before gRPC / before appends", "", probes, "", "", "")
     best = max(results["audit_appends"], key=lambda run: run["appends_per_s"])
     for run in results["audit_appends"]:
         is_best = run is best
@@ -188,24 +196,33 @@ def render(results: dict[str, Any], console: Console) -> None:
 def render_profile(profiles: dict[str, dict[str, Any]], console: Console) -> None:
     """Where each server's CPU goes, per call, by part and by function (cProfile, thread CPU time)."""
     bare, gated = profiles.get("bare", {}), profiles.get("gated", {})
+    floor = profiles.get("grpc_floor")
+    if floor:
+        console.print(
+            f"gRPC + mTLS floor (static response, no profiler, {floor['clients']}): "
+            f"{floor['calls_per_server_cpu_s']:,.0f} calls per server CPU-s, "
+            f"{floor['calls_per_s']:,.0f} calls/s, p50 {floor['p50_ms']:.3f} ms"
+        )
     table = Table(
         title="Server CPU per call by part (cProfile on every thread, thread CPU time, with its overhead)"
     )
     table.add_column("part")
     table.add_column("bare ms/call", justify="right")
     table.add_column("gated ms/call", justify="right")
+    table.add_column("gate's extra", justify="right")
     names = list(gated.get("groups_ms_per_call", {}))
     names += [name for name in bare.get("groups_ms_per_call", {}) if name not in names]
     for name in names:
-        table.add_row(
-            name,
-            f"{bare.get('groups_ms_per_call', {}).get(name, 0.0):.4f}",
-            f"{gated.get('groups_ms_per_call', {}).get(name, 0.0):.4f}",
-        )
+        bare_ms = bare.get("groups_ms_per_call", {}).get(name, 0.0)
+        gated_ms = gated.get("groups_ms_per_call", {}).get(name, 0.0)
+        table.add_row(name, f"{bare_ms:.4f}", f"{gated_ms:.4f}", f"{gated_ms - bare_ms:+.4f}")
+    bare_total = bare.get("profiled_cpu_ms_per_call", 0.0)
+    gated_total = gated.get("profiled_cpu_ms_per_call", 0.0)
     table.add_row(
         "[bold]total profiled[/bold]",
-        f"{bare.get('profiled_cpu_ms_per_call', 0.0):.4f}",
-        f"{gated.get('profiled_cpu_ms_per_call', 0.0):.4f}",
+        f"{bare_total:.4f}",
+        f"{gated_total:.4f}",
+        f"{gated_total - bare_total:+.4f}",
     )
     console.print(table)
     for kind, key, unit in (

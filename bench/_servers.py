@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from bench import BenchFailed
 from contracts.v1 import catalog_pb2, catalog_pb2_grpc
 from crypto import Identity, server_credentials
 from node.config import NodeConfig, NodePaths
@@ -25,6 +26,7 @@ from node.store import DatasetInfo, DatasetStore
 
 GATED = "gated"
 BARE = "bare"
+STATIC = "static"  # bare, answering with a response built once at start: what gRPC and mTLS cost alone
 LISTEN = "127.0.0.1:0"
 WORKERS = 16  # NodeServer's default pool
 MAX_LIFETIME_S = 1800.0  # a server whose parent vanished stops on its own
@@ -42,20 +44,27 @@ def _summary(info: DatasetInfo) -> catalog_pb2.DatasetSummary:
 
 
 class BareCatalog(catalog_pb2_grpc.CatalogServicer):
-    """ListDatasets as the node's handler computes it, straight from the store: no gate, no grant, no log."""
+    """ListDatasets as the node's handler computes it, straight from the store: no gate, no grant, no log.
 
-    def __init__(self, store: DatasetStore, node: str) -> None:
+    With ``static`` the response is computed once, so a call costs only gRPC, TLS and protobuf.
+    """
+
+    def __init__(self, store: DatasetStore, node: str, *, static: bool = False) -> None:
         self._store = store
         self._node = node
+        self._static = self._list() if static else None
 
-    def ListDatasets(self, request, context):
+    def _list(self) -> catalog_pb2.ListDatasetsResponse:
         return catalog_pb2.ListDatasetsResponse(
             node=self._node, datasets=[_summary(info) for info in self._store.list()]
         )
 
+    def ListDatasets(self, request, context):
+        return self._static if self._static is not None else self._list()
+
 
 class _BareServer:
-    def __init__(self, node_dir: Path) -> None:
+    def __init__(self, node_dir: Path, *, static: bool) -> None:
         paths = NodePaths(node_dir)
         self._store = DatasetStore(paths.datasets_db)
         self._server = grpc.server(
@@ -67,7 +76,7 @@ class _BareServer:
             ],
         )
         catalog_pb2_grpc.add_CatalogServicer_to_server(
-            BareCatalog(self._store, NodeConfig.load(node_dir).name), self._server
+            BareCatalog(self._store, NodeConfig.load(node_dir).name, static=static), self._server
         )
         self._identity = Identity.load(paths.identity)
 
@@ -96,7 +105,7 @@ def serve(kind: str, node_dir: str, ready: Connection, stop: Any, profile_path: 
         if kind == GATED:
             server = NodeServer(Path(node_dir), listen=LISTEN, max_workers=WORKERS)
         else:
-            server = _BareServer(Path(node_dir))
+            server = _BareServer(Path(node_dir), static=kind == STATIC)
         port = server.start()
     except (OSError, ValueError, RuntimeError) as error:
         ready.send(("error", f"{kind} server did not start: {error!r}"))
@@ -142,10 +151,17 @@ class ServerProcess:
         self._process.start()
         try:
             if not self._parent_end.poll(60.0):
-                raise RuntimeError(f"the {self.kind} server did not report its port within 60 s")
-            what, value = self._parent_end.recv()
+                raise BenchFailed(f"the {self.kind} server did not report its port within 60 s")
+            try:
+                what, value = self._parent_end.recv()
+            except EOFError:
+                self._process.join(5.0)
+                code = self._process.exitcode
+                raise BenchFailed(
+                    f"the {self.kind} server process ended before serving (exit code {code})"
+                ) from None
             if what != "port":
-                raise RuntimeError(str(value))
+                raise BenchFailed(str(value))
         except BaseException:
             self.stop()
             raise
@@ -176,4 +192,4 @@ class ServerProcess:
             self._process.kill()
             self._process.join(5.0)
         if self.profile_path is not None and self._process.exitcode != 0:
-            raise RuntimeError(f"the profiled {self.kind} server exited with {self._process.exitcode}")
+            raise BenchFailed(f"the profiled {self.kind} server exited with {self._process.exitcode}")

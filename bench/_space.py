@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.agreements import Action, Constraints, Offer
+from contracts.offers import Action, Constraints, Offer
 from crypto import Role
 from ipspace.local_space import LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE

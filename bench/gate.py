@@ -6,8 +6,11 @@
    decide -> record -> handle) and a bare gRPC server doing the same handler work with no interceptor.
    One sequential client gives latency; several client processes give throughput, and the server's CPU
    clock (/proc/<pid>/stat) gives calls per server CPU-second, i.e. calls per second per core.
-2. Durable audit appends per second, from 1 and from 8 threads (WAL, synchronous=FULL, group commit).
+2. Durable audit appends per second from 1, 8 and 16 threads (WAL, synchronous=FULL, group commit), beside
+   the latency of one plain write+fsync on the same disk.
 3. Export and verification time of a 100,000-entry log (10,000 with --quick).
+With --profile, the concurrent phase runs again against a server answering a precomputed response (the
+floor gRPC and TLS set), then against each server under cProfile, to show where the CPU goes.
 
 Exit status: 0 when every call and check succeeded; 1 when any call failed or a check did not hold; 2 with
 --strict when a goal was missed.
@@ -16,7 +19,9 @@ Exit status: 0 when every call and check succeeded; 1 when any call failed or a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -28,11 +33,12 @@ from typing import Any
 import grpc
 from rich.console import Console
 
-from bench._audit import measure_appends, measure_verify
-from bench._load import LoadResult, LoadSpec, run_load
+from bench import BenchFailed
+from bench._audit import fsync_probe, measure_appends, measure_verify
+from bench._load import LoadResult, LoadSpec, merge_rounds, run_load
 from bench._profile import cpu_breakdown
 from bench._report import environment, goals, render, render_profile
-from bench._servers import BARE, GATED, ServerProcess
+from bench._servers import BARE, GATED, STATIC, ServerProcess
 from bench._space import BenchSpace, build_space
 from contracts.v1 import catalog_pb2, catalog_pb2_grpc
 from crypto import Identity, channel_credentials
@@ -42,6 +48,7 @@ from ipspace.cli_identity import read_token
 @dataclass(frozen=True)
 class Settings:
     name: str
+    rounds: int  # each gRPC phase alternates bare and gated this many times; the calls below are per round
     sequential_calls: int
     loaded_processes: int
     loaded_threads: int
@@ -55,13 +62,39 @@ class Settings:
     verify_deadline_s: float
 
 
-FULL = Settings("full", 2_000, 2, 4, 1_500, 30.0, 30, 20_000, 15.0, (1, 8), 100_000, 180.0)
-QUICK = Settings("quick", 300, 2, 4, 150, 4.0, 10, 3_000, 3.0, (1, 8), 10_000, 30.0)
+_LOAD_SHAPE = {
+    "loaded_processes": 2,
+    "loaded_threads": 4,
+    "append_threads": (1, 8, 16),
+}  # 16: the node's pool
+FULL = Settings(
+    name="full",
+    rounds=4,
+    sequential_calls=500,
+    loaded_calls_per_thread=375,
+    phase_deadline_s=15.0,
+    warmup_calls=30,
+    append_total=20_000,
+    append_deadline_s=15.0,
+    verify_entries=100_000,
+    verify_deadline_s=180.0,
+    **_LOAD_SHAPE,
+)
+QUICK = Settings(
+    name="quick",
+    rounds=1,
+    sequential_calls=300,
+    loaded_calls_per_thread=150,
+    phase_deadline_s=4.0,
+    warmup_calls=10,
+    append_total=3_000,
+    append_deadline_s=3.0,
+    verify_entries=10_000,
+    verify_deadline_s=30.0,
+    **_LOAD_SHAPE,
+)
+FSYNC_PROBES = 200
 BUILD_THREADS = 16
-
-
-class BenchFailed(Exception):
-    """A call failed or a check did not hold: the figures can not be trusted."""
 
 
 def _specs(address: str, space: BenchSpace, settings: Settings) -> tuple[LoadSpec, LoadSpec]:
@@ -97,9 +130,14 @@ def _same_response(space: BenchSpace, servers: list[ServerProcess]) -> bytes:
     answers = []
     for server in servers:
         with grpc.secure_channel(server.address, channel_credentials(identity)) as channel:
-            response = catalog_pb2_grpc.CatalogStub(channel).ListDatasets(
-                catalog_pb2.ListDatasetsRequest(), metadata=metadata, timeout=30
-            )
+            try:
+                response = catalog_pb2_grpc.CatalogStub(channel).ListDatasets(
+                    catalog_pb2.ListDatasetsRequest(), metadata=metadata, timeout=30
+                )
+            except grpc.RpcError as error:
+                raise BenchFailed(
+                    f"the {server.kind} server refused: {error.code().name}: {error.details()}"
+                ) from None
         answers.append(response.SerializeToString(deterministic=True))
     if len(set(answers)) != 1:
         raise BenchFailed("the bare servicer's ListDatasets response differs from the node's")
@@ -109,7 +147,7 @@ def _same_response(space: BenchSpace, servers: list[ServerProcess]) -> bytes:
 def _audit_decisions(node_dir: Path) -> tuple[int, int]:
     """(allowed, denied) entries in the node's audit log, read from its file (read-only)."""
     uri = (node_dir / "node.db").resolve().as_uri() + "?mode=ro"
-    with sqlite3.connect(uri, uri=True) as connection:
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
         allowed, denied = connection.execute(
             'SELECT SUM(CAST(leaf AS TEXT) LIKE \'%"decision":"allow"%\'),'
             ' SUM(CAST(leaf AS TEXT) LIKE \'%"decision":"deny"%\') FROM entries'
@@ -118,23 +156,28 @@ def _audit_decisions(node_dir: Path) -> tuple[int, int]:
 
 
 def run_grpc(space: BenchSpace, settings: Settings, checks: list[str]) -> dict[str, Any]:
-    phases: dict[str, dict[str, LoadResult]] = {"sequential": {}, "loaded": {}}
+    """Both phases against both servers, in alternating rounds so that a noisy neighbour hits both alike."""
+    rounds: dict[str, dict[str, list[LoadResult]]] = {
+        "sequential": {BARE: [], GATED: []},
+        "loaded": {BARE: [], GATED: []},
+    }
     served_by_gate = 1  # the response comparison below
     with ServerProcess(BARE, space.node_dir) as bare, ServerProcess(GATED, space.node_dir) as gated:
         response = _same_response(space, [bare, gated])
         checks.append(f"bare and gated ListDatasets responses are identical ({len(response):,} bytes)")
         for phase, index in (("sequential", 0), ("loaded", 1)):
-            for server in (bare, gated):
-                spec = _specs(server.address, space, settings)[index]
-                result = run_load(server, spec)
-                if result.errors or result.calls == 0:
-                    raise BenchFailed(
-                        f"{server.kind} {phase}: {result.errors} failed calls, {result.calls} OK; "
-                        f"first failure: {result.first_error or 'none recorded'}"
-                    )
-                phases[phase][server.kind] = result
-                if server is gated:
-                    served_by_gate += _served(result, spec)
+            for _round in range(settings.rounds):
+                for server in (bare, gated):
+                    spec = _specs(server.address, space, settings)[index]
+                    result = run_load(server, spec)
+                    if result.errors or result.calls == 0:
+                        raise BenchFailed(
+                            f"{server.kind} {phase}: {result.errors} failed calls, {result.calls} OK; "
+                            f"first failure: {result.first_error or 'none recorded'}"
+                        )
+                    rounds[phase][server.kind].append(result)
+                    if server is gated:
+                        served_by_gate += _served(result, spec)
     allowed, denied = _audit_decisions(space.node_dir)
     if (allowed, denied) != (served_by_gate, 0):
         raise BenchFailed(
@@ -142,13 +185,25 @@ def run_grpc(space: BenchSpace, settings: Settings, checks: list[str]) -> dict[s
             "denied entries"
         )
     checks.append(f"every gated call was allowed and recorded: {allowed:,} allow entries, 0 deny")
-    return {phase: {kind: r.summary() for kind, r in results.items()} for phase, results in phases.items()}
+    return {
+        phase: {kind: merge_rounds(results).summary() for kind, results in by_kind.items()}
+        for phase, by_kind in rounds.items()
+    }
 
 
 def run_profile(space: BenchSpace, settings: Settings, directory: Path) -> dict[str, Any]:
-    """The loaded phase again, against each server under cProfile; CPU per call by part and function."""
+    """The loaded phase again, against each server under cProfile; CPU per call by part and function.
+
+    First, unprofiled, a server answering with a precomputed response: the floor that gRPC, TLS and
+    protobuf set on this machine before any handler or gate work.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    profiles = {}
+    profiles: dict[str, Any] = {}
+    with ServerProcess(STATIC, space.node_dir) as server:
+        floor = run_load(server, _specs(server.address, space, settings)[1])
+    if floor.errors:
+        raise BenchFailed(f"the static server failed {floor.errors} calls: {floor.first_error}")
+    profiles["grpc_floor"] = floor.summary()
     for kind in (BARE, GATED):
         path = directory / f"{kind}.pstats"
         with ServerProcess(kind, space.node_dir, profile_path=path) as server:
@@ -169,8 +224,10 @@ def run(settings: Settings, *, profile: bool, profile_dir: Path | None, console:
         results["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         console.print(f"building a data space in {work} ...")
         space = build_space(work / "space")
-        console.print(f"node holds {space.row_count} Lens rows; gRPC phases ...")
+        fsync_before = fsync_probe(work, count=FSYNC_PROBES, deadline_s=5.0)
+        console.print(f"node holds {space.row_count} Lens rows; gRPC phases ({settings.rounds} rounds) ...")
         results["grpc"] = run_grpc(space, settings, checks)
+        results["fsync"] = [fsync_before, fsync_probe(work, count=FSYNC_PROBES, deadline_s=5.0)]
         signer = Identity.load(space.provider_dir)
         appends = []
         for threads in settings.append_threads:
@@ -197,6 +254,7 @@ def run(settings: Settings, *, profile: bool, profile_dir: Path | None, console:
         )
         checks.append(f"verify_bundle proved all {verify.entries:,} entries, {verify.heads} signed heads")
         results["verify"] = verify.summary()
+        results["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
         results["goals"] = goals(results)
         results["checks"] = checks
         if profile:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ class DatasetStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._closed = False
+        self._reader = _Reader()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(_METADATA_SCHEMA)
@@ -105,8 +109,12 @@ class DatasetStore:
         return cls(Path(node_directory) / DATASETS_DB)
 
     def close(self) -> None:
-        """Refuse further calls (connections are per call, so nothing stays open)."""
+        """Refuse further calls and close the read connections of every thread."""
         self._closed = True
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
 
     def import_csv(
         self,
@@ -156,30 +164,39 @@ class DatasetStore:
 
     def info(self, name: str) -> DatasetInfo:
         """The catalog entry of one dataset; raises UnknownDataset."""
-        with self._connect(read_only=True) as connection:
-            return _load_info(connection, name)
+        reader = self._read()
+        info = reader.catalog.get(name)
+        if info is None:
+            raise UnknownDataset(name)
+        return info
 
     def describe(self, name: str, *, mock_rows: int = MOCK_ROWS_SHOWN, seed: int = 0) -> DatasetDescription:
         """Schema, row count, the statistics computed at import, and up to 20 mock rows.
 
         The same seed over the same data gives the same mock rows. Raises UnknownDataset.
         """
-        with self._connect(read_only=True) as connection:
-            info = _load_info(connection, name)
-            (statistics_json,) = connection.execute(
-                "SELECT statistics_json FROM datasets WHERE name = ?", (name,)
-            ).fetchone()
-            mock = synthesise_mock_rows(
-                connection,
-                table_name(name),
-                info.schema,
-                info.id_field,
-                info.row_count,
-                count=min(mock_rows, MOCK_ROWS_SHOWN),
-                seed=seed,
-            )
+        reader = self._read()
+        key = (name, min(mock_rows, MOCK_ROWS_SHOWN), seed)
+        if key in reader.descriptions:
+            return reader.descriptions[key]
+        connection = reader.connection
+        info = self.info(name)
+        (statistics_json,) = connection.execute(
+            "SELECT statistics_json FROM datasets WHERE name = ?", (name,)
+        ).fetchone()
+        mock = synthesise_mock_rows(
+            connection,
+            table_name(name),
+            info.schema,
+            info.id_field,
+            info.row_count,
+            count=min(mock_rows, MOCK_ROWS_SHOWN),
+            seed=seed,
+        )
         statistics = tuple(FieldStatistics.from_json(entry) for entry in json.loads(statistics_json))
-        return DatasetDescription(info, statistics, mock, seed)
+        description = DatasetDescription(info, statistics, mock, seed)
+        reader.descriptions[key] = description
+        return description
 
     def fetch(self, name: str, record_ids: Sequence[str], fields: Sequence[str]) -> FetchResult:
         """Return only `fields` (plus the id field, first) of the records with `record_ids`.
@@ -188,46 +205,81 @@ class DatasetStore:
         for the caller to judge. Raises UnknownDataset, UnknownField (before any row is read), and TypeError
         for an id that is not a string.
         """
-        with self._connect(read_only=True) as connection:
-            info = _load_info(connection, name)
-            for field in fields:
-                if field not in info.fields:
-                    raise UnknownField(name, field)
-            columns = [info.id_field, *dict.fromkeys(field for field in fields if field != info.id_field)]
-            wanted = list(dict.fromkeys(_require_str(record_id) for record_id in record_ids))
-            select = ", ".join(quote_identifier(column) for column in columns)
-            found: dict[str, dict[str, Value]] = {}
-            for start in range(0, len(wanted), _FETCH_CHUNK):
-                chunk = wanted[start : start + _FETCH_CHUNK]
-                query = (
-                    f"SELECT {select} FROM {quote_identifier(table_name(name))} "  # noqa: S608 (checked identifiers)
-                    f"WHERE {quote_identifier(info.id_field)} IN ({', '.join('?' * len(chunk))})"
-                )
-                for values in connection.execute(query, chunk):
-                    found[values[0]] = dict(zip(columns, values, strict=True))
+        connection = self._read().connection
+        info = self.info(name)
+        for field in fields:
+            if field not in info.fields:
+                raise UnknownField(name, field)
+        columns = [info.id_field, *dict.fromkeys(field for field in fields if field != info.id_field)]
+        wanted = list(dict.fromkeys(_require_str(record_id) for record_id in record_ids))
+        select = ", ".join(quote_identifier(column) for column in columns)
+        found: dict[str, dict[str, Value]] = {}
+        for start in range(0, len(wanted), _FETCH_CHUNK):
+            chunk = wanted[start : start + _FETCH_CHUNK]
+            query = (
+                f"SELECT {select} FROM {quote_identifier(table_name(name))} "  # noqa: S608 (checked identifiers)
+                f"WHERE {quote_identifier(info.id_field)} IN ({', '.join('?' * len(chunk))})"
+            )
+            for values in connection.execute(query, chunk):
+                found[values[0]] = dict(zip(columns, values, strict=True))
         rows = tuple(found[record_id] for record_id in wanted if record_id in found)
         return FetchResult(rows, tuple(record_id for record_id in wanted if record_id not in found))
 
     @contextmanager
-    def _connect(self, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A write connection for imports and set-up, closed when the block ends."""
         if self._closed:
             raise StoreError(f"the dataset store {self.path} is closed")
-        if read_only:  # defence in depth: a read path cannot write even if a query were wrong
-            target, uri = self.path.resolve().as_uri() + "?mode=ro", True
-        else:
-            target, uri = str(self.path), False
-        connection = sqlite3.connect(target, uri=uri, isolation_level=None)
+        connection = sqlite3.connect(self.path, isolation_level=None)
         try:
             yield connection
         finally:
             connection.close()
 
+    def _read(self) -> _Reader:
+        """This thread's read-only connection and its catalog, reloaded when the file changed.
+
+        A node answers catalog calls all day from data that changes only at import, so each thread keeps
+        one connection and what it read; `PRAGMA data_version` (a counter SQLite bumps on every commit by
+        any other connection or process) says when to read again.
+        """
+        if self._closed:
+            raise StoreError(f"the dataset store {self.path} is closed")
+        reader = self._reader
+        if reader.connection is None:
+            reader.connection = self._open_reader()
+        version = reader.connection.execute("PRAGMA data_version").fetchone()[0]
+        if version != reader.version:
+            connection = reader.connection
+            names = [row[0] for row in connection.execute("SELECT name FROM datasets ORDER BY name")]
+            reader.catalog = {name: _load_info(connection, name) for name in names}
+            reader.descriptions = {}
+            reader.version = version
+        return reader
+
+    def _open_reader(self) -> sqlite3.Connection:
+        # Read-only as defence in depth: a read path cannot write even if a query were wrong.
+        connection = sqlite3.connect(
+            self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        with self._readers_lock:
+            self._readers.append(connection)
+        return connection
+
     # Last in the class body, so that `list` above still names the built-in type.
     def list(self) -> list[DatasetInfo]:
         """Every dataset held, ordered by name."""
-        with self._connect(read_only=True) as connection:
-            names = [row[0] for row in connection.execute("SELECT name FROM datasets ORDER BY name")]
-            return [_load_info(connection, name) for name in names]
+        return list(self._read().catalog.values())
+
+
+class _Reader(threading.local):
+    """Per thread: one read-only connection, the catalog read through it, and descriptions built from it."""
+
+    def __init__(self) -> None:
+        self.connection: sqlite3.Connection | None = None
+        self.version: int | None = None
+        self.catalog: dict[str, DatasetInfo] = {}
+        self.descriptions: dict[tuple[str, int, int], DatasetDescription] = {}
 
 
 def _load_info(connection: sqlite3.Connection, name: str) -> DatasetInfo:
