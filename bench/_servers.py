@@ -21,8 +21,9 @@ from bench import BenchFailed
 from contracts.v1 import catalog_pb2, catalog_pb2_grpc
 from crypto import Identity, server_credentials
 from node.config import NodeConfig, NodePaths
+from node.handlers.catalog import dataset_summary
 from node.server import MAX_TRANSPORT_MESSAGE, NodeServer
-from node.store import DatasetInfo, DatasetStore
+from node.store import DatasetStore
 
 GATED = "gated"
 BARE = "bare"
@@ -31,16 +32,6 @@ LISTEN = "127.0.0.1:0"
 WORKERS = 16  # NodeServer's default pool
 MAX_LIFETIME_S = 1800.0  # a server whose parent vanished stops on its own
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _summary(info: DatasetInfo) -> catalog_pb2.DatasetSummary:
-    return catalog_pb2.DatasetSummary(
-        name=info.name,
-        description=info.description,
-        source=info.source,
-        row_count=info.row_count,
-        fields=list(info.fields),
-    )
 
 
 class BareCatalog(catalog_pb2_grpc.CatalogServicer):
@@ -56,7 +47,7 @@ class BareCatalog(catalog_pb2_grpc.CatalogServicer):
 
     def _list(self) -> catalog_pb2.ListDatasetsResponse:
         return catalog_pb2.ListDatasetsResponse(
-            node=self._node, datasets=[_summary(info) for info in self._store.list()]
+            node=self._node, datasets=[dataset_summary(info) for info in self._store.list()]
         )
 
     def ListDatasets(self, request, context):

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.agreements import Agreement
+from contracts.odrl import offer_to_odrl
 from crypto import Identity
 from ipspace.cli_identity import read_token
 from ipspace.client import NodeClient
@@ -65,11 +66,17 @@ def catalog(
 
 
 def offers(
-    node: str = NODE, identity: Path = IDENTITY, dataset: str = typer.Option("", help="only this dataset")
+    node: str = NODE,
+    identity: Path = IDENTITY,
+    dataset: str = typer.Option("", help="only this dataset"),
+    odrl: bool = typer.Option(False, "--odrl", help="print the offers as ODRL JSON-LD policies instead"),
 ) -> None:
     """List a node's offers: actions, purposes, fields a reveal may return, limits."""
     with connect(node, identity) as client:
         listed = client.offers(dataset)
+    if odrl:
+        console.print_json(json.dumps([offer_to_odrl(offer) for offer in listed]))
+        return
     table = Table("offer", "dataset", "actions", "purposes", "reveal fields", "approval")
     for offer in listed:
         constraints = offer.constraints

@@ -12,7 +12,7 @@ from node.grants import CatalogGrant, require
 from node.store import DatasetInfo
 
 
-def _summary(info: DatasetInfo) -> catalog_pb2.DatasetSummary:
+def dataset_summary(info: DatasetInfo) -> catalog_pb2.DatasetSummary:
     return catalog_pb2.DatasetSummary(
         name=info.name,
         description=info.description,
@@ -26,7 +26,7 @@ class CatalogHandler(catalog_pb2_grpc.CatalogServicer):
     def ListDatasets(self, request, context):
         grant = require(current_grant(), CatalogGrant)
         return catalog_pb2.ListDatasetsResponse(
-            node=grant.node, datasets=[_summary(d) for d in grant.datasets()]
+            node=grant.node, datasets=[dataset_summary(d) for d in grant.datasets()]
         )
 
     def DescribeDataset(self, request, context):
@@ -52,7 +52,7 @@ class CatalogHandler(catalog_pb2_grpc.CatalogServicer):
             struct.update({key: value for key, value in row.items()})
             mock_rows.append(struct)
         return catalog_pb2.DatasetDescription(
-            summary=_summary(description.info), statistics=statistics, mock_rows=mock_rows
+            summary=dataset_summary(description.info), statistics=statistics, mock_rows=mock_rows
         )
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from contracts.odrl import offer_from_odrl
+from contracts.offers import load_offer
 from ipspace.exit_codes import ExitCode
 from ipspace.sample_data import LENS_FAMILIES
 from node.partition import read_rows
@@ -139,38 +141,28 @@ def test_a_consumer_reads_the_catalog_agrees_and_reveals(served) -> None:
     saved = next((root / "carol" / "agreements").glob("*.json"))
     _header, rows = read_rows(root / "parts" / "provider-eu.csv")
     known_id = rows[0]["publication_number"]  # publication numbers are public; the consumer knows this one
-    revealed = run(
-        "reveal",
-        "--node",
-        address,
-        "--identity",
-        str(root / "carol"),
-        "--agreement",
-        str(saved),
-        "--ids",
-        known_id,
-        "--fields",
-        "title",
-    )
+
+    def reveal(field: str) -> subprocess.CompletedProcess[str]:
+        return run("reveal", "--node", address, "--identity", str(root / "carol"), "--agreement", str(saved),
+                   "--ids", known_id, "--fields", field, check=False)  # fmt: skip
+
+    revealed = reveal("title")
+    assert revealed.returncode == 0, revealed.stderr
     records = json.loads(revealed.stdout)["records"]
     assert [set(record) for record in records] == [{"publication_number", "title"}]
     assert records[0]["title"] == rows[0]["title"]
-    refused = run(
-        "reveal",
-        "--node",
-        address,
-        "--identity",
-        str(root / "carol"),
-        "--agreement",
-        str(saved),
-        "--ids",
-        known_id,
-        "--fields",
-        "inventors",
-        check=False,
-    )
+    refused = reveal("inventors")
     assert refused.returncode == ExitCode.REFUSED
     assert "PERMISSION_DENIED" in refused.stderr and "inventors" in refused.stderr
+
+
+def test_offers_export_as_odrl_that_imports_back(served) -> None:
+    listed = run("offers", "--node", served["address"], "--identity", str(served["root"] / "carol"), "--odrl")
+    policies = json.loads(listed.stdout)
+    assert {policy["@type"] for policy in policies} == {"Offer"}
+    imported = {offer_from_odrl(policy).offer_id: offer_from_odrl(policy) for policy in policies}
+    on_disk = load_offer(served["node"] / "offers" / "eu-research.json")
+    assert imported["eu-research"] == on_disk
 
 
 def test_an_agreement_for_a_purpose_the_offer_does_not_allow_is_a_usage_error(served) -> None:
