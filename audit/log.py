@@ -103,14 +103,15 @@ class AuditLog:
     def append(self, entry: AuditEntry, *, in_txn: InTxn | None = None) -> int:
         """Append `entry`; return its index once it is durably committed.
 
-        `in_txn(conn)` runs inside the same transaction, on the writer thread (with the caller's contextvars),
-        serialized with every other write, so a check-and-charge in it can not race. It must not commit or
-        roll back. If it raises, the entry is not written and its exception propagates here; other entries of
-        the same group commit are unaffected. Raises AuditWriteError when the entry could not be committed
-        (disk full, database locked, log closed): the caller must then fail the request it was logging; and
+        `in_txn(conn)` runs inside the same transaction, on whichever appending thread leads the group
+        commit (with the caller's contextvars), serialized with every other write, so a check-and-charge in
+        it can not race. It must not commit or roll back. If it raises, the entry is not written and its
+        exception propagates here; other entries of the same group commit are unaffected. Raises
+        AuditWriteError when the entry could not be committed (disk full, database locked, log closed, not
+        committed within the write timeout): the caller must then fail the request it was logging; and
         ValueError, before queueing, for a value outside JSON's domain (an integer beyond 2**53 - 1).
         """
-        # Canonicalize on the caller's thread: it overlaps the writer's fsync instead of lengthening it.
+        # Canonicalize before queueing: it overlaps the leader's fsync instead of lengthening it.
         leaf = prepare_leaf(entry)
         return self._writer.append(leaf, in_txn, timeout_s=self._timeout_s)
 
@@ -198,9 +199,9 @@ class AuditLog:
         return head
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, stop the writer thread and close the file. Idempotent.
+        """Write what is queued, stop the maintenance timer and close the file. Idempotent.
 
-        Raises AuditWriteError if the writer thread did not stop within `timeout_s`.
+        Raises AuditWriteError if a write held the log past `timeout_s`, so it could not be closed.
         """
         if self._closed:
             return
@@ -240,7 +241,7 @@ class AuditLog:
         return grown >= self._head_every or time.monotonic() - self._last_head_at >= self._head_interval_s
 
     def _maybe_sign_head(self, conn: sqlite3.Connection) -> None:
-        """Writer-thread maintenance: sign a head when one is due."""
+        """Maintenance (under the writer's commit lock): sign a head when one is due."""
         if not self._head_due():
             return
         try:
