@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -61,7 +60,6 @@ class GateCall:
 
     method: str
     rule: MethodRule
-    started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
     facts: RequestFacts = field(default_factory=RequestFacts)
     decision: Decision | None = None
@@ -218,18 +216,11 @@ class RecordStep(_Step):
         def record(request: Any, context: grpc.ServicerContext) -> Any:
             call = _current_call.get()
             if call.denied_status is not None or call.decision is None or call.principal is None:
-                self._write(
-                    call,
-                    allowed=False,
-                    status=call.denied_status or grpc.StatusCode.PERMISSION_DENIED,
-                    reason=call.denied_reason or "refused",
-                    context=context,
-                )
-                call.abort(
-                    context,
-                    call.denied_status or grpc.StatusCode.PERMISSION_DENIED,
-                    call.denied_reason or "refused",
-                )
+                # Fail closed: a call that reached here undecided is refused like a denied one.
+                status = call.denied_status or grpc.StatusCode.PERMISSION_DENIED
+                reason = call.denied_reason or "the node reached no decision on this call"
+                self._write(call, allowed=False, status=status, reason=reason, context=context)
+                call.abort(context, status, reason)
             grant = self._grants.grant_for(call.principal, rule.action, call.facts, call.decision)
             failure: HandlerError | None = None
             try:

@@ -121,7 +121,6 @@ class RevokeGrant(Grant):
 @dataclass
 class RevealGrant(Grant):
     _store: DatasetStore | None = None
-    reveal_limit_total: int | None = None
 
     def fetch(self) -> tuple[list[dict[str, object]], list[str]]:
         """The decided fields of the decided records; charges every asked-for id against the agreement.
@@ -138,7 +137,10 @@ class RevealGrant(Grant):
             ) from None
         self.effects.append(
             NodeState.charge(
-                self.facts.agreement_id, REVEAL_RECORDS, len(self.facts.record_ids), self.reveal_limit_total
+                self.facts.agreement_id,
+                REVEAL_RECORDS,
+                self.decision.obligations.charge_reveal_records,
+                self.decision.obligations.reveal_records_limit,
             )
         )
         return [dict(row) for row in found.rows], list(found.missing_ids)
@@ -230,9 +232,7 @@ class GrantFactory:
             case GateAction.REVOKE:
                 return RevokeGrant(**base)
             case GateAction.REVEAL:
-                agreement = self._state.agreement(facts.agreement_id)
-                limit = agreement.terms.constraints.reveal_max_records_total if agreement else 0
-                return RevealGrant(**base, _store=self._store, reveal_limit_total=limit)
+                return RevealGrant(**base, _store=self._store)
             case GateAction.AUDIT_HEAD | GateAction.AUDIT_READ:
                 return AuditGrant(**base, _log=self._log)
         raise LookupError(f"no grant for action {action!r}")  # the rpc table and this match must agree

@@ -70,10 +70,13 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Obligations:
-    """An allow binds the handler: reveal only `fields`; charge `charge_reveal_records` to the budget."""
+    """An allow binds the handler: reveal only `fields`; charge `charge_reveal_records` to the budget, whose
+    total is `reveal_records_limit` (None: no total). The charge is checked again against the limit when it is
+    committed, so two calls decided at once cannot both spend the last records."""
 
     fields: tuple[str, ...] = ()
     charge_reveal_records: int = 0
+    reveal_records_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,11 @@ def _decide_under_agreement(
     return Decision.allow(
         f"agreement {agreement_id!r} permits revealing {', '.join(map(repr, fields))} "
         f"of {request.record_count} records",
-        Obligations(fields=fields, charge_reveal_records=request.record_count),
+        Obligations(
+            fields=fields,
+            charge_reveal_records=request.record_count,
+            reveal_records_limit=agreement.terms.constraints.reveal_max_records_total,
+        ),
     )
 
 

@@ -127,7 +127,9 @@ def test_an_unknown_action_is_denied() -> None:
 def test_a_reveal_within_the_agreement_is_allowed_with_its_obligations() -> None:
     decision = _decide(_reveal(fields=("applicant", "title", "applicant"), record_count=10), used=90)
     assert decision.allowed and decision.outcome is Outcome.ALLOW
-    assert decision.obligations == Obligations(fields=("applicant", "title"), charge_reveal_records=10)
+    assert decision.obligations == Obligations(
+        fields=("applicant", "title"), charge_reveal_records=10, reveal_records_limit=100
+    )
 
 
 def test_match_under_the_agreement_is_allowed_without_reveal_obligations() -> None:
