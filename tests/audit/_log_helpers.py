@@ -8,6 +8,7 @@ from audit import AuditEntry
 
 
 def entry(n: int = 0, **changes: object) -> AuditEntry:
+    """A valid allowed reveal by `user-{n}` charged `n % 7` records, with the fields in `changes` replaced."""
     fields = {
         "time": "2025-03-01T12:00:00.000000Z",
         "node": "node-a",

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from audit.entry import AuditEntry, decode_leaf, encode_leaf, prepare_leaf, timestamp_text
 from crypto import canonical_json
+from tests.audit._log_helpers import entry
 
 _text = st.text(max_size=40)  # any code points but lone surrogates: controls, quotes, emoji, U+2028...
 
@@ -37,42 +38,26 @@ def entries(draw: st.DrawFn) -> AuditEntry:
     )
 
 
-def _entry(**changes: object) -> AuditEntry:
-    fields = {
-        "time": "2025-03-01T12:00:00.000000Z",
-        "node": "node-a",
-        "actor": "alice",
-        "org": "beta",
-        "role": "consumer",
-        "method": "/ipspace.v1.Provider/Reveal",
-        "decision": "allow",
-        "status": "OK",
-        "reason": "allowed by agreement",
-        "charges": {"reveal_records": 3},
-    }
-    fields.update(changes)
-    return AuditEntry(**fields)  # type: ignore[arg-type]
-
-
 @settings(max_examples=300, deadline=None)
-@given(entry=entries(), index=st.integers(0, 2**53 - 1))
-def test_leaf_is_canonical_json_of_entry_plus_index(entry: AuditEntry, index: int) -> None:
-    expected = canonical_json({**entry.to_dict(), "index": index})
-    assert encode_leaf(entry, index) == expected
-    assert decode_leaf(expected) == (index, entry)
+@given(item=entries(), index=st.integers(0, 2**53 - 1))
+def test_leaf_is_canonical_json_of_entry_plus_index(item: AuditEntry, index: int) -> None:
+    expected = canonical_json({**item.to_dict(), "index": index})
+    assert encode_leaf(item, index) == expected
+    assert decode_leaf(expected) == (index, item)
 
 
 def test_leaf_matches_rfc8785_on_escapes_and_member_order() -> None:
     awkward = "".join(chr(c) for c in range(0x21)) + '"\\/\x7f\u2028\u2029\ufeffé\U0001f600'
     # UTF-16 order puts U+1F600 (D83D DE00) before U+FFFF; code point order would not.
     charges = {"\uffff": 1, "\U0001f600": 2, "a": 3, "\ue000": 4, "": 5}
-    item = _entry(reason=awkward, purpose=awkward, charges=charges)
+    item = entry(reason=awkward, purpose=awkward, charges=charges)
     assert encode_leaf(item, 12) == canonical_json({**item.to_dict(), "index": 12})
     assert encode_leaf(item, 12).index("\U0001f600".encode()) < encode_leaf(item, 12).index("\uffff".encode())
 
 
 def test_leaf_bytes_are_literal_jcs() -> None:
-    leaf = encode_leaf(_entry(reason='say "hi"\n', purpose="é"), 7)
+    item = entry(actor="alice", charges={"reveal_records": 3}, reason='say "hi"\n', purpose="é")
+    leaf = encode_leaf(item, 7)
     assert leaf.startswith(b'{"actor":"alice","agreement_id":null,"charges":{"reveal_records":3},')
     assert b'"index":7,"method":' in leaf
     assert b'"reason":"say \\"hi\\"\\n"' in leaf
@@ -82,30 +67,30 @@ def test_leaf_bytes_are_literal_jcs() -> None:
 
 def test_entry_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="decision"):
-        _entry(decision="maybe")
+        entry(decision="maybe")
     with pytest.raises(ValueError, match="'actor' must be a string"):
-        _entry(actor=None)
+        entry(actor=None)
     with pytest.raises(ValueError, match="'reason' must be a string"):
-        _entry(reason=3)
+        entry(reason=3)
     with pytest.raises(ValueError, match="charge"):
-        _entry(charges={"reveal_records": True})
+        entry(charges={"reveal_records": True})
     with pytest.raises(ValueError, match="charge"):
-        _entry(charges={"epsilon": 0.5})
+        entry(charges={"epsilon": 0.5})
 
 
 def test_values_outside_json_domain_are_refused_before_queueing() -> None:
     with pytest.raises(ValueError, match="outside"):
-        prepare_leaf(_entry(charges={"huge": 2**53}))
+        prepare_leaf(entry(charges={"huge": 2**53}))
     with pytest.raises(ValueError, match="lone surrogate"):
-        prepare_leaf(_entry(reason="\udc80"))
+        prepare_leaf(entry(reason="\udc80"))
     with pytest.raises(ValueError, match="lone surrogate"):
-        prepare_leaf(_entry(charges={"\ud800": 1}))
+        prepare_leaf(entry(charges={"\ud800": 1}))
     with pytest.raises(ValueError):
-        prepare_leaf(_entry()).at(2**53)
+        prepare_leaf(entry()).at(2**53)
 
 
 def test_decode_leaf_rejects_malformed_leaves() -> None:
-    good = json.loads(encode_leaf(_entry(), 0))
+    good = json.loads(encode_leaf(entry(), 0))
     cases = {
         b"not json": "not JSON",
         b"[1, 2]": "not a JSON object",
@@ -120,10 +105,10 @@ def test_decode_leaf_rejects_malformed_leaves() -> None:
 
 
 def test_to_dict_is_a_copy() -> None:
-    entry = _entry()
-    data = entry.to_dict()
+    item = entry(charges={"reveal_records": 3})
+    data = item.to_dict()
     data["charges"]["reveal_records"] = 99
-    assert entry.charges == {"reveal_records": 3}
+    assert item.charges == {"reveal_records": 3}
 
 
 def test_timestamp_text_is_utc_with_z() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,46 +22,8 @@ from contracts.odrl import (
 )
 from contracts.offers import Action, Constraints, Offer, offer_digest
 from contracts.signing import Signature
-from contracts.terms import AgreementTerms
-
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda text: text == text.strip()
-)
-offsets = st.builds(timezone, st.timedeltas(min_value=-timedelta(hours=23), max_value=timedelta(hours=23)))
-times = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets)
-limits = st.none() | st.integers(min_value=0, max_value=2**53 - 1)
-unique_names = st.lists(names, min_size=1, max_size=3, unique=True).map(tuple)
-
-
-@st.composite
-def offers(draw: st.DrawFn) -> Offer:
-    constraints = Constraints(
-        purposes=draw(st.none() | unique_names),
-        consumer_orgs=draw(st.none() | unique_names),
-        reveal_fields=tuple(
-            draw(
-                st.lists(
-                    st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,8}", fullmatch=True), max_size=4, unique=True
-                )
-            )
-        ),
-        reveal_max_records_per_request=draw(limits),
-        reveal_max_records_total=draw(limits),
-        expires_at=draw(st.none() | times),
-    )
-    return Offer(
-        offer_id=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True)),
-        version=draw(st.integers(min_value=1, max_value=2**53 - 1)),
-        provider_org=draw(names),
-        dataset=draw(names),
-        actions=tuple(draw(st.lists(st.sampled_from(list(Action)), min_size=1, unique=True))),
-        constraints=constraints,
-        approval=draw(st.sampled_from(["automatic", "manual"])),
-        description=draw(st.text(st.characters(exclude_categories=("Cs",)), max_size=30)),
-    )
-
+from tests.contracts._helpers import NOW, sample_terms
+from tests.contracts._strategies import agreement_terms, names, offers
 
 signatures = st.builds(
     Signature,
@@ -74,22 +36,7 @@ signatures = st.builds(
 
 @st.composite
 def agreements(draw: st.DrawFn) -> Agreement:
-    offer = draw(offers())
-    purposes, orgs = offer.constraints.purposes, offer.constraints.consumer_orgs
-    created_at = draw(times)
-    terms = AgreementTerms(
-        offer_id=offer.offer_id,
-        offer_digest=offer_digest(offer),
-        provider_org=offer.provider_org,
-        consumer_org=draw(names if orgs is None else st.sampled_from(orgs)),
-        consumer_name=draw(names),
-        dataset=offer.dataset,
-        actions=offer.actions,
-        constraints=offer.constraints,
-        purpose=draw(names if purposes is None else st.sampled_from(purposes)),
-        created_at=created_at,
-        expires_at=draw(st.none() | st.just(created_at + timedelta(hours=draw(st.integers(1, 10**5))))),
-    )
+    terms = draw(agreement_terms(expiry_step=timedelta(hours=1), max_expiry_steps=10**5))
     return Agreement(terms=terms, signatures=tuple(draw(st.lists(signatures, max_size=2))))
 
 
@@ -131,18 +78,8 @@ def _offer() -> Offer:
 
 def _agreement() -> Agreement:
     offer = _offer()
-    terms = AgreementTerms(
-        offer_id=offer.offer_id,
-        offer_digest=offer_digest(offer),
-        provider_org="acme",
-        consumer_org="globex",
-        consumer_name="alice",
-        dataset="patents",
-        actions=(Action.REVEAL,),
-        constraints=offer.constraints,
-        purpose="research",
-        created_at=NOW,
-        expires_at=NOW + timedelta(days=30),
+    terms = sample_terms(
+        offer_digest=offer_digest(offer), constraints=offer.constraints, expires_at=NOW + timedelta(days=30)
     )
     return Agreement(terms=terms)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts.errors import AgreementError, OfferError
@@ -16,70 +15,13 @@ from contracts.offers import Action, Constraints, Offer, load_offer, offer_diges
 from contracts.terms import AgreementTerms, check_terms_match_offer, terms_from_offer
 from crypto import digest
 from tests.contracts._helpers import NOW, sample_terms
-
-# ---------------------------------------------------------------- strategies (shared shape with test_odrl)
-
-names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda text: text == text.strip()
-)
-field_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,8}", fullmatch=True)
-offsets = st.builds(timezone, st.timedeltas(min_value=-timedelta(hours=23), max_value=timedelta(hours=23)))
-times = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets)
-limits = st.none() | st.integers(min_value=0, max_value=2**53 - 1)
-unique_names = st.lists(names, min_size=1, max_size=4, unique=True).map(tuple)
-
-
-@st.composite
-def constraints(draw: st.DrawFn) -> Constraints:
-    return Constraints(
-        purposes=draw(st.none() | unique_names),
-        consumer_orgs=draw(st.none() | unique_names),
-        reveal_fields=tuple(draw(st.lists(field_names, max_size=4, unique=True))),
-        reveal_max_records_per_request=draw(limits),
-        reveal_max_records_total=draw(limits),
-        expires_at=draw(st.none() | times),
-    )
-
-
-@st.composite
-def offers(draw: st.DrawFn) -> Offer:
-    return Offer(
-        offer_id=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True)),
-        version=draw(st.integers(min_value=1, max_value=2**53 - 1)),
-        provider_org=draw(names),
-        dataset=draw(names),
-        actions=tuple(draw(st.lists(st.sampled_from(list(Action)), min_size=1, unique=True))),
-        constraints=draw(constraints()),
-        approval=draw(st.sampled_from(["automatic", "manual"])),
-        description=draw(st.text(st.characters(exclude_categories=("Cs",)), max_size=30)),
-    )
-
-
-@st.composite
-def agreement_terms(draw: st.DrawFn) -> AgreementTerms:
-    offer = draw(offers())
-    purposes, orgs = offer.constraints.purposes, offer.constraints.consumer_orgs
-    created_at = draw(times)
-    return AgreementTerms(
-        offer_id=offer.offer_id,
-        offer_digest=offer_digest(offer),
-        provider_org=offer.provider_org,
-        consumer_org=draw(names if orgs is None else st.sampled_from(orgs)),
-        consumer_name=draw(names),
-        dataset=offer.dataset,
-        actions=offer.actions,
-        constraints=offer.constraints,
-        purpose=draw(names if purposes is None else st.sampled_from(purposes)),
-        created_at=created_at,
-        expires_at=draw(st.none() | st.just(created_at + timedelta(days=draw(st.integers(1, 999))))),
-    )
-
+from tests.contracts._strategies import agreement_terms
 
 # ---------------------------------------------------------------- canonical form
 
 
 @settings(max_examples=60, deadline=None)
-@given(agreement_terms())
+@given(agreement_terms(expiry_step=timedelta(days=1), max_expiry_steps=999))
 def test_terms_digest_survives_json_round_trips(terms: AgreementTerms) -> None:
     original = digest(terms.model_dump(mode="json"))
     from_json_text = AgreementTerms.model_validate_json(terms.model_dump_json())

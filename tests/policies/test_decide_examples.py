@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from contracts.agreements import Agreement
 from contracts.offers import Action, Constraints
-from contracts.terms import AgreementTerms
 from crypto import Principal, Role
 from policies.decision import (
     AccessRequest,
@@ -19,8 +18,8 @@ from policies.decision import (
     ProviderPolicy,
     decide,
 )
+from tests.contracts._helpers import NOW, sample_terms
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 AGREEMENT_ID = "sha256:" + "ab" * 32
 POLICY = ProviderPolicy(
     provider_org="acme",
@@ -34,6 +33,7 @@ OPERATOR = Principal(name="ops", org="acme", role=Role.PROVIDER, tls_thumbprint=
 
 
 def _agreement(**changes: object) -> Agreement:
+    """Alice of globex may reveal or match acme's patents for research for 30 days, under a 60-day offer."""
     constraints = Constraints(
         purposes=("research", "teaching"),
         reveal_fields=("title", "abstract", "applicant"),
@@ -42,19 +42,12 @@ def _agreement(**changes: object) -> Agreement:
         expires_at=NOW + timedelta(days=60),
     )
     fields: dict[str, object] = {
-        "offer_id": "offer-1",
-        "offer_digest": "sha256:" + "0" * 64,
-        "provider_org": "acme",
-        "consumer_org": "globex",
-        "consumer_name": "alice",
-        "dataset": "patents",
         "actions": (Action.REVEAL, Action.MATCH),
         "constraints": constraints,
-        "purpose": "research",
         "created_at": NOW - timedelta(days=1),
         "expires_at": NOW + timedelta(days=30),
     }
-    return Agreement(terms=AgreementTerms.model_validate(fields | changes))
+    return Agreement(terms=sample_terms(**(fields | changes)))
 
 
 def _reveal(**changes: object) -> AccessRequest:
