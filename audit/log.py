@@ -199,12 +199,18 @@ class AuditLog:
         return head
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, stop the maintenance timer and close the file. Idempotent.
+        """Write what is queued, sign a head over every entry, stop the maintenance timer, close the file.
 
-        Raises AuditWriteError if a write held the log past `timeout_s`, so it could not be closed.
+        The closing head leaves no unsigned tail behind a clean shutdown, so an entry rewritten on disk while
+        the node is down (leaf and recorded hash alike) no longer matches a signed root at the next start.
+        Idempotent. Raises AuditWriteError if a write held the log past `timeout_s`, so it could not close.
         """
         if self._closed:
             return
+        try:
+            self.sign_head()
+        except AuditWriteError:
+            logger.exception("no closing tree head could be signed; the tail stays unsigned until restart")
         self._closed = True
         stopped = self._writer.close(timeout_s)
         if not stopped:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audit.errors import AuditCorrupted
+from audit.merkle import leaf_hash
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,22 @@ def create_schema(conn: sqlite3.Connection, extra_schema: str = "") -> None:
 
 
 def load_leaf_hashes(conn: sqlite3.Connection) -> list[bytes]:
-    """Return every recorded leaf hash in index order; raise AuditCorrupted if the indices have a gap."""
+    """Return every leaf hash in index order, recomputed from the stored leaves.
+
+    Raises AuditCorrupted if the indices have a gap or a leaf no longer hashes to the hash recorded when it
+    was appended: an entry edited on disk stops the node at start-up (recomputing costs about 0.1 s per
+    100,000 entries), not only at the regulator's next verification.
+    """
     hashes: list[bytes] = []
-    for idx, value in conn.execute("SELECT idx, leaf_hash FROM entries ORDER BY idx"):
+    for idx, leaf, value in conn.execute("SELECT idx, leaf, leaf_hash FROM entries ORDER BY idx"):
         if idx != len(hashes):
             raise AuditCorrupted(f"the entries table jumps from index {len(hashes) - 1} to {idx}")
-        hashes.append(bytes(value))
+        computed = leaf_hash(bytes(leaf))
+        if computed != bytes(value):
+            raise AuditCorrupted(
+                f"entry {idx} was changed after it was appended: it no longer hashes as recorded"
+            )
+        hashes.append(computed)
     return hashes
 
 

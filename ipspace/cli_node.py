@@ -66,7 +66,7 @@ def serve(
     directory: Path = typer.Argument(..., help="the node directory"),
     listen: str = typer.Option(None, help="override the listen address of node.json"),
 ) -> None:
-    """Serve the node until SIGINT or SIGTERM; every call passes the gate and is recorded."""
+    """Serve the node until SIGINT or SIGTERM; every data call passes the gate and is recorded."""
     from node.server import NodeServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

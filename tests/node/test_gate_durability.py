@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from audit import AuditCorrupted, leaf_hash
 from crypto import channel_credentials
 from ipspace.client import NodeRefused
 from ipspace.sample_data import LENS_ID_FIELD, LENS_SOURCE
@@ -109,3 +110,21 @@ def test_reflection_lists_the_node_services(space: Space) -> None:
         responses = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     names = {service.name for service in responses[0].list_services_response.service}
     assert {"ipspace.v1.Catalog", "ipspace.v1.Negotiation", "ipspace.v1.Reveal", "ipspace.v1.Audit"} <= names
+
+
+@pytest.mark.parametrize("edit", ["leaf", "leaf_and_hash"])
+def test_a_node_whose_log_was_edited_on_disk_refuses_to_start(own_node, edit: str) -> None:
+    node_space, server = own_node
+    with node_space.client("builder") as client:
+        client.list_datasets()
+    server.stop()
+    database = node_space.node_dir / "node.db"
+    with sqlite3.connect(database) as connection:  # what someone with the disk can do
+        connection.execute("DROP TRIGGER IF EXISTS entries_refuse_update")
+        leaf = connection.execute("SELECT leaf FROM entries WHERE idx = 0").fetchone()[0]
+        forged = bytes(leaf).replace(b'"allow"', b'"deny"') if b'"allow"' in leaf else bytes(leaf) + b" "
+        update = "UPDATE entries SET leaf = ?" + (", leaf_hash = ?" if edit == "leaf_and_hash" else "")
+        arguments = (forged, leaf_hash(forged)) if edit == "leaf_and_hash" else (forged,)
+        connection.execute(update + " WHERE idx = 0", arguments)
+    with pytest.raises(AuditCorrupted, match=r"entry 0|root"):
+        NodeServer(node_space.node_dir).start()
