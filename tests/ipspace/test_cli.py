@@ -204,6 +204,32 @@ def test_the_regulator_exports_and_verifies_and_tampering_is_named(served) -> No
         assert f"entry {first_bad}" in result.stdout, (kind, result.stdout)
 
 
+def test_heads_kept_from_an_earlier_export_are_proven_consistent(served) -> None:
+    root, address = served["root"], served["address"]
+    heads = root / "rita-heads.json"
+    run("catalog", "--node", address, "--identity", str(root / "carol"))  # the log holds at least one entry
+    for number in (1, 2):
+        bundle = root / f"bundle-kept-{number}"
+        run(
+            "audit",
+            "export",
+            str(bundle),
+            "--node",
+            address,
+            "--identity",
+            str(root / "rita"),
+            "--heads",
+            str(heads),
+        )
+        run("audit", "verify", str(bundle), "--ca", str(root / "ca" / "ca.crt"))
+    kept = json.loads(heads.read_text())
+    assert len(kept) == 2 and kept[0]["tree_size"] < kept[1]["tree_size"]
+    links = json.loads((root / "bundle-kept-2" / "consistency.json").read_text())
+    assert [(link["first"], link["second"]) for link in links] == [
+        (kept[0]["tree_size"], kept[1]["tree_size"])
+    ]
+
+
 def test_a_bundle_is_checked_against_the_ca_given_not_the_one_inside(served, tmp_path: Path) -> None:
     root = served["root"]
     run("ca", "init", str(tmp_path / "other-ca"))
