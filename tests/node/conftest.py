@@ -19,6 +19,8 @@ from ipspace.local_space import LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import Partition, read_rows, write_partitions
 from node.server import NodeServer
+from node.store import DatasetStore
+from tests.node._store_helpers import import_hand_made, lens_partition_store
 
 PROVIDER_ORG = "office-a"
 REVEAL_FIELDS = ("title", "applicants", "publication_date", "jurisdiction")
@@ -130,3 +132,19 @@ def expired_token(space: Space, member: str) -> str:
     identity = space.identity(member)
     past = datetime.now(UTC) - timedelta(hours=3)
     return space.local.ca.issue_token(identity.principal(), ttl=timedelta(hours=1), now=past)
+
+
+# Dataset-store fixtures, shared by test_store_describe.py and test_store_import_fetch.py.
+@pytest.fixture
+def store(tmp_path: Path) -> DatasetStore:
+    return DatasetStore.for_node(tmp_path)
+
+
+@pytest.fixture
+def hand_made(store: DatasetStore, tmp_path: Path) -> DatasetStore:
+    return import_hand_made(store, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lens_partition(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetStore, list[dict[str, str]]]:
+    return lens_partition_store(tmp_path_factory.mktemp("node"))

@@ -9,22 +9,7 @@ import pytest
 
 from node.field_stats import K_ANONYMITY_THRESHOLD
 from node.store import DatasetStore, FieldType
-from tests.node._store_helpers import ID, import_dataset, import_hand_made, lens_partition_store, write_csv
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DatasetStore:
-    return DatasetStore.for_node(tmp_path)
-
-
-@pytest.fixture
-def hand_made(store: DatasetStore, tmp_path: Path) -> DatasetStore:
-    return import_hand_made(store, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def lens_partition(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetStore, list[dict[str, str]]]:
-    return lens_partition_store(tmp_path_factory.mktemp("node"))
+from tests.node._store_helpers import ID, import_dataset, write_csv
 
 
 def _as_csv_text(value: object) -> str:
