@@ -36,10 +36,17 @@ def head_from_message(message: audit_pb2.SignedTreeHead) -> SignedTreeHead:
 def export_node_log(
     client: NodeClient, out: Path, *, ca_cert_pem: bytes, kept_heads: list[SignedTreeHead] = ()
 ) -> SignedTreeHead:
-    """Write a bundle of the node's whole log to ``out``; returns the fresh head it covers."""
+    """Write a bundle of the node's whole log to ``out``; returns the fresh head it covers.
+
+    Of ``kept_heads``, those of this node (the fresh head's node name) that are smaller go in, each linked to
+    the next by the node's consistency proof.
+    """
     fresh = head_from_message(client.tree_head(fresh=True))
     leaves = client.entries(0, fresh.tree_size)
-    earlier = sorted((h for h in kept_heads if 0 < h.tree_size < fresh.tree_size), key=lambda h: h.tree_size)
+    earlier = sorted(
+        (h for h in kept_heads if h.node == fresh.node and 0 < h.tree_size < fresh.tree_size),
+        key=lambda h: h.tree_size,
+    )
     heads = [*earlier, fresh]
     links = [
         ConsistencyLink(a.tree_size, b.tree_size, client.consistency_proof(a.tree_size, b.tree_size))

@@ -33,17 +33,13 @@ def export(
             client,
             out,
             ca_cert_pem=loaded.ca_cert_pem,
-            kept_heads=[h for h in kept if h.node == _node_name(client)],
+            kept_heads=kept,
         )
     if heads:
         save_heads(heads, [*kept, fresh])
     console.print(
         f"exported {fresh.tree_size:,} entries of {fresh.node} to {out} (root {fresh.root_hash[:16]}…)"
     )
-
-
-def _node_name(client: NodeClient) -> str:
-    return client.list_datasets().node
 
 
 @app.command("verify")

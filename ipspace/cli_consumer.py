@@ -100,10 +100,7 @@ def agree(
 ) -> None:
     """Propose an agreement for an offer and a purpose; save it once the provider has countersigned."""
     with connect(node, identity) as client:
-        matching = [offer for offer in client.offers() if offer.offer_id == offer_id]
-        if not matching:
-            raise ValueError(f"the node has no offer {offer_id!r}")
-        status = client.request_agreement(matching[0], purpose)
+        status = client.request_agreement(client.offer(offer_id), purpose)
         deadline = time.monotonic() + wait
         while status.state == "pending" and time.monotonic() < deadline:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

@@ -123,6 +123,13 @@ class NodeClient:
         response = self.call(self.negotiation.ListOffers, negotiation_pb2.ListOffersRequest(dataset=dataset))
         return [Offer.model_validate_json(offer.offer_json) for offer in response.offers]
 
+    def offer(self, offer_id: str) -> Offer:
+        """One offer of the node by its id; raises ValueError naming it when the node has none."""
+        for offer in self.offers():
+            if offer.offer_id == offer_id:
+                return offer
+        raise ValueError(f"the node has no offer {offer_id!r}")
+
     # --- negotiation -------------------------------------------------------------------------------------
 
     def request_agreement(

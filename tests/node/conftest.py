@@ -87,7 +87,7 @@ class Space:
         self, member: str, offer_id: str = "families-research", purpose: str = "research", **kwargs: object
     ) -> Agreement:
         with self.client(member) as client:
-            offer = next(o for o in client.offers() if o.offer_id == offer_id)
+            offer = client.offer(offer_id)
             status = client.request_agreement(offer, purpose, **kwargs)
         assert status.state == "approved", status
         return status.agreement

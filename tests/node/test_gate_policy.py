@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from contracts.agreements import propose
-from contracts.offers import Constraints, Offer, offer_digest
+from contracts.offers import Constraints, offer_digest
 from contracts.revocations import revoke
 from contracts.terms import AgreementTerms, terms_from_offer
 from contracts.v1 import negotiation_pb2, reveal_pb2
-from ipspace.client import NodeClient, NodeRefused
+from ipspace.client import NodeRefused
 from tests.node.conftest import PER_REQUEST, REVEAL_FIELDS, TOTAL, Space
 
 
@@ -145,7 +145,7 @@ def test_a_purpose_other_than_the_agreements_is_refused(space: Space) -> None:
 
 def test_a_proposal_for_a_purpose_the_offer_does_not_allow_is_refused(space: Space) -> None:
     with space.client("alice") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-research")
+        offer = client.offer("families-research")
     widened = offer.constraints.model_copy(update={"purposes": ("research", "marketing")})
     alice = space.identity("alice")
     terms = AgreementTerms(
@@ -167,14 +167,10 @@ def test_a_proposal_for_a_purpose_the_offer_does_not_allow_is_refused(space: Spa
     assert "constraints" in refused.reason
 
 
-def _offer(client: NodeClient, offer_id: str) -> Offer:
-    return next(offer for offer in client.offers() if offer.offer_id == offer_id)
-
-
 def _proposal_request(space: Space, member: str) -> negotiation_pb2.RequestAgreementRequest:
     identity = space.identity(member)
     with space.client(member) as client:
-        offer = _offer(client, "families-research")
+        offer = client.offer("families-research")
     terms = terms_from_offer(
         offer, consumer_org=identity.org, consumer_name=identity.name, purpose="research"
     )
@@ -227,7 +223,7 @@ def test_the_wrong_role_is_refused(space: Space, case: str) -> None:
 
 def test_manual_approval_waits_for_the_provider_and_is_logged(space: Space) -> None:
     with space.client("alice") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-licensing")
+        offer = client.offer("families-licensing")
         pending = client.request_agreement(offer, "licensing")
         assert pending.state == "pending" and pending.agreement is None
         assert client.request_status(pending.request_id).state == "pending"
@@ -254,7 +250,7 @@ def test_manual_approval_waits_for_the_provider_and_is_logged(space: Space) -> N
 
 def test_manual_rejection_is_told_to_the_consumer(space: Space) -> None:
     with space.client("alice") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-licensing")
+        offer = client.offer("families-licensing")
         pending = client.request_agreement(offer, "licensing", valid_for=timedelta(days=30))
     with space.client("provider") as provider:
         provider.decide_request(pending.request_id, approve=False, reason="not this quarter")
@@ -265,7 +261,7 @@ def test_manual_rejection_is_told_to_the_consumer(space: Space) -> None:
 
 def test_an_offer_closed_to_an_org_refuses_it(space: Space) -> None:
     with space.client("bob") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-licensing")
+        offer = client.offer("families-licensing")
     with pytest.raises(ValueError, match="not one the offer is open to"):
         AgreementTerms(
             offer_id=offer.offer_id,
@@ -283,7 +279,7 @@ def test_an_offer_closed_to_an_org_refuses_it(space: Space) -> None:
 
 def test_another_orgs_request_is_not_disclosed(space: Space) -> None:
     with space.client("alice") as client:
-        offer = next(o for o in client.offers() if o.offer_id == "families-licensing")
+        offer = client.offer("families-licensing")
         pending = client.request_agreement(offer, "licensing", valid_for=timedelta(days=31))
     refused = _refused(space, "bob", lambda c: c.request_status(pending.request_id))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
