@@ -1,8 +1,9 @@
 """ODRL 2.2 JSON-LD form of offers and agreements, for dataspace tools (EDC, Gaia-X) that speak ODRL.
 
 The mapping uses ODRL's own terms where it has them (Offer, Agreement, uid, target, assigner, assignee,
-permission, constraint; left operands purpose, dateTime, count; operators isAnyOf, eq, lt, lteq) and the
-ipspace namespace for the rest (our actions, reveal fields, per-request limit, consumer orgs, signatures).
+permission, constraint; left operands purpose, dateTime, count; operators isAnyOf, eq, lt, lteq, gteq) and the
+ipspace namespace for the rest (our actions, reveal fields, per-request limit, consumer orgs, the privacy
+budget, minimum cohort and model export, signatures).
 One permission per action (an ODRL rule has one action), each carrying the same constraints. Reading back
 accepts only documents shaped as this module writes them, so `offer_from_odrl(offer_to_odrl(o)) == o` exactly;
 anything else raises OdrlError saying what is wrong.
@@ -41,8 +42,14 @@ _CONSTRAINT_TERMS: dict[tuple[str, str], str] = {
     ("ipspace:revealField", "isAnyOf"): "reveal_fields",
     ("ipspace:revealRecordsPerRequest", "lteq"): "reveal_max_records_per_request",
     ("count", "lteq"): "reveal_max_records_total",  # each revealed record counts as one use
+    ("ipspace:epsilon", "lteq"): "epsilon",
+    ("ipspace:delta", "lteq"): "delta",
+    ("ipspace:minCohort", "gteq"): "min_cohort",
+    ("ipspace:modelExport", "eq"): "model_export",  # written only when true (absent: no export)
     ("dateTime", "lt"): "expires_at",
 }
+_NUMBER_FIELDS = {"epsilon", "delta"}
+_INTEGER_FIELDS = {"reveal_max_records_per_request", "reveal_max_records_total", "min_cohort"}
 _PURPOSE_EQ = ("purpose", "eq")
 _COMMON_KEYS = {"@context", "@type", "uid", "assigner", "target", "permission"}
 _OFFER_KEYS = _COMMON_KEYS | {"ipspace:version", "ipspace:approval", "ipspace:description"}
@@ -177,7 +184,7 @@ def _constraints_to_odrl(constraints: Constraints) -> list[dict[str, Any]]:
     written = []
     for (left, operator), field in _CONSTRAINT_TERMS.items():
         value = getattr(constraints, field)
-        if value is None:
+        if value is None or value is False:
             continue
         if isinstance(value, datetime):
             value = _datetime_literal(value)
@@ -250,12 +257,22 @@ def _constraints_from_odrl(constraints: list[Any]) -> tuple[dict[str, Any], str 
         field = _CONSTRAINT_TERMS[term]
         if term[1] == "isAnyOf" and not isinstance(value, list):
             raise OdrlError(f"constraint {term[0]!r} isAnyOf needs a list")
-        if term[1] == "lteq":
+        if field in _INTEGER_FIELDS:
             value = _integer(value, term[0])
+        elif field in _NUMBER_FIELDS:
+            value = _number(value, term[0])
+        elif field == "model_export" and value is not True:
+            raise OdrlError(f"{term[0]!r} eq is written only as true")
         if field == "expires_at":
             value = _datetime_value(value, term[0])
         fields[field] = value
     return fields, purpose
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OdrlError(f"{where!r} must be a number")
+    return float(value)
 
 
 def _integer(value: object, where: str) -> int:

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from contracts.errors import OfferError
 from contracts.fields import (
@@ -41,14 +41,31 @@ ActionList = Annotated[tuple[Action, ...], AfterValidator(distinct), AfterValida
 
 class Constraints(FrozenModel):
     """Limits an offer sets. An absent field means no such limit, except `reveal_fields`: absent, none may be
-    revealed. `purposes` and `consumer_orgs` are None for "any"; an empty list is refused as ambiguous."""
+    revealed, and `model_export`: absent, a trained model may not leave the job. `purposes` and
+    `consumer_orgs` are None for "any"; an empty list is refused as ambiguous.
+
+    Training: `epsilon` and `delta` are the agreement's whole differential-privacy budget, spent by the node's
+    own accountant over every training job under the agreement (both or neither; without them the provider
+    allows training without DP). `min_cohort` is the fewest nodes a secure-aggregation round may have for this
+    node to take part: below it, a single node's update would be too easy to single out.
+    """
 
     purposes: NameList | None = None
     consumer_orgs: NameList | None = None
     reveal_fields: Annotated[tuple[FieldName, ...], AfterValidator(distinct)] = ()
     reveal_max_records_per_request: Limit | None = None
     reveal_max_records_total: Limit | None = None
+    epsilon: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] | None = None
+    delta: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None
+    min_cohort: Annotated[int, Field(ge=2, le=1000)] | None = None
+    model_export: bool = False
     expires_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _budget_complete(self) -> Constraints:
+        if (self.epsilon is None) != (self.delta is None):
+            raise ValueError("a privacy budget needs both epsilon and delta (or neither)")
+        return self
 
 
 class Offer(FrozenModel):

@@ -67,8 +67,9 @@ def verify_party_signature(
     *,
     now: datetime | None,
     error: type[ContractError],
-) -> None:
-    """Check `signature` over `message` by a CA-issued certificate of the org and role its party requires.
+) -> Principal:
+    """Check `signature` over `message` by a CA-issued certificate of the org and role its party requires;
+    return the signer (as its signing certificate names it).
 
     Raises `error` naming the first problem: a claimed org that is not the party's, a value that is not
     base64, a certificate this CA did not issue (or not valid at `now`), a signature that does not match,
@@ -93,6 +94,7 @@ def verify_party_signature(
     except InvalidSignature as exc:
         raise error(f"the {party} signature does not match the signed content") from exc
     require_party(principal, terms, party, error)
+    return principal
 
 
 def sign_as_party(identity: Identity, party: Literal["consumer", "provider"], message: bytes) -> Signature:

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from contracts.agreements import Agreement, propose
+from contracts.job_grants import load_job_grant
 from contracts.offers import Offer, offer_digest
 from contracts.terms import AgreementTerms
 from contracts.v1 import (
@@ -26,6 +27,8 @@ from contracts.v1 import (
     negotiation_pb2_grpc,
     reveal_pb2,
     reveal_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
 )
 from crypto import Identity, channel_credentials
 
@@ -91,6 +94,7 @@ class NodeClient:
         self.negotiation = negotiation_pb2_grpc.NegotiationStub(self._channel)
         self.reveal_stub = reveal_pb2_grpc.RevealStub(self._channel)
         self.audit = audit_pb2_grpc.AuditStub(self._channel)
+        self.training = training_pb2_grpc.TrainingStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -197,6 +201,35 @@ class NodeClient:
         )
         response = self.call(self.reveal_stub.Reveal, request)
         return [MessageToDict(record) for record in response.records], list(response.missing_ids)
+
+    # --- training (the node's own Flower runner calls these) ---------------------------------------------
+
+    def train(
+        self, grant_json: str, weights: bytes, *, round_number: int, cohort_size: int
+    ) -> training_pb2.TrainResponse:
+        """One local training round for the job the grant names, from the global `weights` (wire bytes)."""
+        grant = load_job_grant(grant_json).body
+        request = training_pb2.TrainRequest(
+            agreement_id=grant.agreement_id,
+            dataset=grant.dataset,
+            purpose=grant.purpose,
+            job_grant_json=grant_json,
+            round=round_number,
+            cohort_size=cohort_size,
+            weights=weights,
+        )
+        return self.call(self.training.Train, request)
+
+    def evaluate(self, grant_json: str, weights: bytes) -> training_pb2.EvaluateResponse:
+        grant = load_job_grant(grant_json).body
+        request = training_pb2.EvaluateRequest(
+            agreement_id=grant.agreement_id,
+            dataset=grant.dataset,
+            purpose=grant.purpose,
+            job_grant_json=grant_json,
+            weights=weights,
+        )
+        return self.call(self.training.Evaluate, request)
 
     # --- audit -------------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 _OUTCOME_STATUS = {
     Outcome.DENY_UNAUTHORIZED: grpc.StatusCode.PERMISSION_DENIED,
     Outcome.DENY_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Outcome.DENY_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -244,6 +245,7 @@ class RecordStep(_Step):
                         status=grpc.StatusCode.OK,
                         reason=call.decision.reason,
                         response_digest=response_digest,
+                        charges=grant.charges,
                     ),
                     effects=grant.effects,
                 )
@@ -269,6 +271,7 @@ class RecordStep(_Step):
         status: grpc.StatusCode,
         reason: str,
         response_digest: str = "",
+        charges: dict[str, int] | None = None,
     ) -> CallRecord:
         return CallRecord(
             method=call.method,
@@ -280,7 +283,7 @@ class RecordStep(_Step):
             reason=reason,
             request_digest=call.request_digest,
             response_digest=response_digest,
-            charges=_charges(call.decision) if allowed else {},
+            charges={**_charges(call.decision), **(charges or {})} if allowed else {},
         )
 
     def _write(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -23,7 +23,13 @@ from node.rpc_table import GateAction, RequestFacts
 from node.state import REVEAL_RECORDS, AgreementRequestRecord, Effect, NodeState
 from node.store import DatasetDescription, DatasetInfo, DatasetStore
 from node.store_errors import UnknownDataset, UnknownField
-from policies.decision import Decision
+from node.training.data import NotTrainable, PreparedData, PreparedDataCache
+from node.training.spend_record import spend_charges
+from policies.decision import Decision, PrivacyObligation
+
+if TYPE_CHECKING:
+    from node.training.rounds import RoundPlan
+
 
 MAX_ENTRIES_PER_CALL = 10_000
 
@@ -43,6 +49,7 @@ class Grant:
     facts: RequestFacts
     decision: Decision
     effects: list[Effect] = field(default_factory=list)
+    charges: dict[str, int] = field(default_factory=dict)  # what the call spent, as its audit entry states
 
 
 @dataclass
@@ -147,6 +154,58 @@ class RevealGrant(Grant):
 
 
 @dataclass
+class TrainingGrant(Grant):
+    """The decided dataset's prepared training data and the agreement's privacy ledger; no row leaves here."""
+
+    _store: DatasetStore | None = None
+    _state: NodeState | None = None
+    _prepared: PreparedDataCache | None = None
+
+    @property
+    def privacy(self) -> PrivacyObligation:
+        privacy = self.decision.obligations.privacy
+        if privacy is None:  # decide_training always sets it; a missing one is a wiring bug
+            raise HandlerError(grpc.StatusCode.INTERNAL, "the node failed to serve this call")
+        return privacy
+
+    def prepared_data(self, reference_year: int) -> PreparedData:
+        """Features and targets of the dataset's training and held-out rows (raises HandlerError)."""
+        dataset = self.facts.dataset
+        try:
+            info = self._store.info(dataset)
+            key = (info.name, info.source_sha256, info.row_count)
+            return self._prepared.get(key, lambda: self._store.rows(dataset), reference_year)
+        except UnknownDataset:
+            raise HandlerError(grpc.StatusCode.NOT_FOUND, f"this node holds no dataset {dataset!r}") from None
+        except NotTrainable as error:
+            raise HandlerError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"dataset {dataset!r} cannot train this model: {error}"
+            ) from None
+
+    def privacy_ledger(self) -> str | None:
+        """The agreement's stored ledger (JSON), None before its first round."""
+        stored = self._state.privacy_ledger(self.facts.agreement_id)
+        return stored[0] if stored else None
+
+    def charge_round(self, plan: RoundPlan) -> None:
+        """Charge the round's spend with the call's audit entry (refused there if the ledger has moved)."""
+        from node.training.ledger import charge_privacy
+
+        privacy = self.privacy
+        self.effects.append(
+            charge_privacy(
+                self.facts.agreement_id,
+                plan.spend,
+                planned_on=plan.planned_on,
+                epsilon_budget=privacy.epsilon_budget,
+                delta=privacy.delta,
+            )
+        )
+        spend = plan.spend
+        self.charges.update(spend_charges(spend.noise_multiplier, spend.sample_rate, spend.steps))
+
+
+@dataclass
 class AuditGrant(Grant):
     _log: AuditLog | None = None
 
@@ -211,6 +270,7 @@ class GrantFactory:
         self._log = log
         self._identity = identity
         self._offers = offers
+        self._prepared = PreparedDataCache()
 
     def grant_for(self, principal: Principal, action: str, facts: RequestFacts, decision: Decision) -> Grant:
         base = {"principal": principal, "facts": facts, "decision": decision}
@@ -233,6 +293,8 @@ class GrantFactory:
                 return RevokeGrant(**base)
             case GateAction.REVEAL:
                 return RevealGrant(**base, _store=self._store)
+            case GateAction.TRAIN | GateAction.EVALUATE:
+                return TrainingGrant(**base, _store=self._store, _state=self._state, _prepared=self._prepared)
             case GateAction.AUDIT_HEAD | GateAction.AUDIT_READ:
                 return AuditGrant(**base, _log=self._log)
         raise LookupError(f"no grant for action {action!r}")  # the rpc table and this match must agree

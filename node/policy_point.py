@@ -23,6 +23,7 @@ from policies.negotiation import (
     decide_tree_head,
 )
 from policies.rules import Refusal
+from policies.training import TrainingRequest, decide_training
 
 # Who may read a node's catalog and its audit log without an agreement (a provider may narrow this).
 CATALOG_ROLES = frozenset({Role.BUILDER, Role.CONSUMER, Role.REGULATOR, Role.COORDINATOR, Role.PROVIDER})
@@ -53,6 +54,8 @@ class PolicyPoint:
                 return self._negotiation(principal, facts, now)
             case GateAction.REVOKE:
                 return self._revocation(principal, facts, now)
+            case GateAction.TRAIN | GateAction.EVALUATE:
+                return self._training(principal, facts, now, evaluate=rule.action == GateAction.EVALUATE)
         return Decision.deny(Refusal(f"no rule decides {rule.action!r}"))  # fail closed
 
     def _access(self, principal: Principal, action: Action, facts: RequestFacts, now: datetime) -> Decision:
@@ -71,6 +74,38 @@ class PolicyPoint:
         )
         return decide(
             request, agreement, revoked, self._policy, BudgetState(reveal_records_used=used), now=now
+        )
+
+    def _training(self, caller: Principal, facts: RequestFacts, now: datetime, *, evaluate: bool) -> Decision:
+        agreement_id = facts.agreement_id
+        agreement = self._state.agreement(agreement_id) if agreement_id else None
+        grant = facts.job_grant
+        if agreement is None or grant is None:
+            return Decision.deny(Refusal(f"no agreement {agreement_id!r} at this node"))
+        try:
+            # The signer stands behind the call; the agreement is then judged for it, not for the caller.
+            consumer = grant.verify(agreement, self._ca_cert_pem, now=now)
+        except ContractError as error:
+            return Decision.deny(Refusal(f"the job grant does not hold: {error}"))
+        ledger = self._state.privacy_ledger(agreement_id)
+        request = TrainingRequest(
+            caller=caller,
+            consumer=consumer,
+            agreement_id=agreement_id,
+            dataset=facts.dataset,
+            purpose=facts.purpose,
+            job_epsilon=grant.body.epsilon,
+            cohort_size=facts.cohort_size,
+            round=facts.round,
+            evaluate=evaluate,
+        )
+        return decide_training(
+            request,
+            agreement,
+            self._state.is_revoked(agreement_id),
+            self._policy,
+            BudgetState(epsilon_spent=ledger[1] if ledger else 0.0),
+            now=now,
         )
 
     def _negotiation(self, principal: Principal, facts: RequestFacts, now: datetime) -> Decision:

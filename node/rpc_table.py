@@ -9,15 +9,17 @@ recorded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from google.protobuf.message import Message
 from pydantic import ValidationError
 
 from contracts.agreements import Agreement
+from contracts.errors import ContractError
+from contracts.job_grants import JobGrant, load_job_grant
 from contracts.revocations import Revocation
-from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2
+from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2, training_pb2
 
 
 class GateAction(StrEnum):
@@ -28,6 +30,8 @@ class GateAction(StrEnum):
     PROVIDER_ADMIN = "provider.admin"  # the provider deciding on its own node's requests
     REVOKE = "revoke"
     REVEAL = "reveal"
+    TRAIN = "train"  # one local training step under a job grant
+    EVALUATE = "train.evaluate"  # aggregate error on held-out rows, under the same grant
     AUDIT_HEAD = "audit.head"  # signed tree heads are public to members: anyone may keep them
     AUDIT_READ = "audit.read"
 
@@ -53,6 +57,9 @@ class RequestFacts:
     proposal: Agreement | None = None
     revocation: Revocation | None = None
     approve: bool | None = None
+    job_grant: JobGrant | None = None
+    round: int = 0
+    cohort_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,17 +128,41 @@ def _read_reveal(request: reveal_pb2.RevealRequest) -> RequestFacts:
     )
 
 
+def _read_grant(request: training_pb2.TrainRequest | training_pb2.EvaluateRequest) -> RequestFacts:
+    try:
+        grant = load_job_grant(_name(request.job_grant_json, "job_grant_json", limit=32 * KIB))
+    except ContractError as error:
+        raise MalformedRequest(f"job_grant_json: {error}") from None
+    return RequestFacts(
+        dataset=_name(request.dataset, "dataset"),
+        agreement_id=_name(request.agreement_id, "agreement_id"),
+        purpose=_name(request.purpose, "purpose"),
+        job_grant=grant,
+    )
+
+
+def _read_train(request: training_pb2.TrainRequest) -> RequestFacts:
+    facts = _read_grant(request)
+    if not 1 <= request.round <= facts.job_grant.body.rounds:
+        raise MalformedRequest(
+            f"round {request.round} is outside the job's rounds 1..{facts.job_grant.body.rounds}"
+        )
+    if request.cohort_size < 1:
+        raise MalformedRequest("cohort_size is 0: say how many nodes this round aggregates")
+    return replace(facts, round=request.round, cohort_size=request.cohort_size)
+
+
 def _read_range(request: audit_pb2.GetEntriesRequest) -> RequestFacts:
     if request.start < 0 or request.end < request.start:
         raise MalformedRequest(f"entry range [{request.start}, {request.end}) is not a range")
     return RequestFacts()
 
 
-def _name(value: str, what: str) -> str:
+def _name(value: str, what: str, *, limit: int = 256) -> str:
     if not value:
         raise MalformedRequest(f"{what} is empty")
-    if len(value) > 256:
-        raise MalformedRequest(f"{what} is {len(value)} characters long; at most 256")
+    if len(value) > limit:
+        raise MalformedRequest(f"{what} is {len(value)} characters long; at most {limit}")
     return value
 
 
@@ -151,6 +182,8 @@ RULES: dict[str, MethodRule] = {
     "/ipspace.v1.Negotiation/DecideAgreementRequest": MethodRule(GateAction.PROVIDER_ADMIN, _read_decision),
     "/ipspace.v1.Negotiation/RevokeAgreement": MethodRule(GateAction.REVOKE, _read_revocation, 32 * KIB),
     "/ipspace.v1.Reveal/Reveal": MethodRule(GateAction.REVEAL, _read_reveal, 128 * KIB),
+    "/ipspace.v1.Training/Train": MethodRule(GateAction.TRAIN, _read_train, 64 * KIB),
+    "/ipspace.v1.Training/Evaluate": MethodRule(GateAction.EVALUATE, _read_grant, 64 * KIB),
     "/ipspace.v1.Audit/GetTreeHead": MethodRule(GateAction.AUDIT_HEAD),
     "/ipspace.v1.Audit/GetEntries": MethodRule(GateAction.AUDIT_READ, _read_range),
     "/ipspace.v1.Audit/GetInclusionProof": MethodRule(GateAction.AUDIT_READ),

@@ -1,7 +1,7 @@
 """A provider's node: one gRPC server over mTLS whose every data RPC passes the gate.
 
 The server wires the parts together and nothing else: the dataset store, the node's state and its audit log go
-to the grant factory (the handlers never see them), the policy point to the decide step, and the four services
+to the grant factory (the handlers never see them), the policy point to the decide step, and the services
 of ``contracts/v1`` plus standard health checking and server reflection to the server.
 """
 
@@ -27,13 +27,15 @@ from contracts.v1 import (
     negotiation_pb2_grpc,
     reveal_pb2,
     reveal_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
 )
 from crypto import Identity, server_credentials
 from node.authn import Authenticator
 from node.config import NodeConfig, NodeConfigError, NodePaths, load_offers
 from node.gate import gate_interceptors
 from node.grants import GrantFactory
-from node.handlers import AuditHandler, CatalogHandler, NegotiationHandler, RevealHandler
+from node.handlers import AuditHandler, CatalogHandler, NegotiationHandler, RevealHandler, TrainingHandler
 from node.policy_point import PolicyPoint
 from node.recorder import Recorder
 from node.state import NodeState
@@ -48,6 +50,7 @@ SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
     negotiation_pb2.DESCRIPTOR.services_by_name["Negotiation"].full_name,
     reveal_pb2.DESCRIPTOR.services_by_name["Reveal"].full_name,
+    training_pb2.DESCRIPTOR.services_by_name["Training"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
 )
 
@@ -130,6 +133,7 @@ class NodeServer:
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogHandler(), server)
         negotiation_pb2_grpc.add_NegotiationServicer_to_server(NegotiationHandler(), server)
         reveal_pb2_grpc.add_RevealServicer_to_server(RevealHandler(), server)
+        training_pb2_grpc.add_TrainingServicer_to_server(TrainingHandler(), server)
         audit_pb2_grpc.add_AuditServicer_to_server(AuditHandler(), server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

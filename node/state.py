@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS budgets (
     used INTEGER NOT NULL CHECK (used >= 0),
     PRIMARY KEY (agreement_id, kind)
 );
+-- One differential-privacy ledger per agreement: its RDP history (JSON, node/training/accountant.py) and the
+-- epsilon it amounts to at the agreement's delta, kept beside it so that reading it needs no accountant.
+CREATE TABLE IF NOT EXISTS privacy_ledgers (
+    agreement_id TEXT PRIMARY KEY,
+    ledger_json TEXT NOT NULL,
+    epsilon_spent REAL NOT NULL,
+    delta REAL NOT NULL,
+    updated_at TEXT NOT NULL
+);
 -- Revocations and agreements are facts of record: they are never edited or removed.
 CREATE TRIGGER IF NOT EXISTS revocations_append_only_update BEFORE UPDATE ON revocations
 BEGIN SELECT RAISE(ABORT, 'revocations are append-only'); END;
@@ -169,6 +178,18 @@ class NodeState:
             .fetchone()
         )
         return int(row[0]) if row else 0
+
+    def privacy_ledger(self, agreement_id: str) -> tuple[str, float] | None:
+        """The agreement's privacy ledger (JSON) and the epsilon it amounts to; None before any training."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT ledger_json, epsilon_spent FROM privacy_ledgers WHERE agreement_id = ?",
+                (agreement_id,),
+            )
+            .fetchone()
+        )
+        return (row[0], float(row[1])) if row else None
 
     def agreement_request(self, request_id: str) -> AgreementRequestRecord | None:
         row = self._reader().execute(_SELECT_REQUESTS + " WHERE r.request_id = ?", (request_id,)).fetchone()

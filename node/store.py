@@ -225,6 +225,18 @@ class DatasetStore:
         rows = tuple(found[record_id] for record_id in wanted if record_id in found)
         return FetchResult(rows, tuple(record_id for record_id in wanted if record_id not in found))
 
+    def rows(self, name: str) -> tuple[dict[str, Value], ...]:
+        """Every record of `name` with every field, in import order.
+
+        For computation the provider runs on its own node (a local training step); no reply may carry them.
+        Raises UnknownDataset.
+        """
+        connection = self._read().connection
+        info = self.info(name)
+        select = ", ".join(quote_identifier(field) for field in info.fields)
+        query = f"SELECT {select} FROM {quote_identifier(table_name(name))} ORDER BY rowid"  # noqa: S608
+        return tuple(dict(zip(info.fields, values, strict=True)) for values in connection.execute(query))
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A write connection for imports and set-up, closed when the block ends."""

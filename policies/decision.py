@@ -51,6 +51,7 @@ class BudgetState:
     """What the agreement has used so far, from the node's own store."""
 
     reveal_records_used: int = 0
+    epsilon_spent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ class Outcome(StrEnum):
     ALLOW = "allow"
     DENY_UNAUTHORIZED = "permission"  # maps to PERMISSION_DENIED
     DENY_EXHAUSTED = "budget"  # maps to RESOURCE_EXHAUSTED
+    DENY_PRECONDITION = "precondition"  # maps to FAILED_PRECONDITION
+
+
+@dataclass(frozen=True)
+class PrivacyObligation:
+    """A training step's privacy terms: spend at most `job_epsilon` over the job, within the agreement's
+    (`epsilon_budget`, `delta`) in total; None epsilons mean no differential privacy is required."""
+
+    job_epsilon: float | None
+    epsilon_budget: float | None
+    delta: float | None
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class Obligations:
     fields: tuple[str, ...] = ()
     charge_reveal_records: int = 0
     reveal_records_limit: int | None = None
+    privacy: PrivacyObligation | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,11 @@ class Decision:
 
     @classmethod
     def deny(cls, refusal: Refusal) -> Decision:
-        outcome = Outcome.DENY_EXHAUSTED if refusal.exhausted else Outcome.DENY_UNAUTHORIZED
+        outcome = Outcome.DENY_UNAUTHORIZED
+        if refusal.exhausted:
+            outcome = Outcome.DENY_EXHAUSTED
+        elif refusal.precondition:
+            outcome = Outcome.DENY_PRECONDITION
         return cls(False, outcome, refusal.reason)
 
 

@@ -20,10 +20,12 @@ AGREEMENT_ACTIONS = (Action.REVEAL, Action.TRAIN, Action.MATCH, Action.VALUATE)
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request is refused; `exhausted` when only a spent budget stands in the way."""
+    """Why a request is refused; `exhausted` when only a spent budget stands in the way, `precondition` when
+    the request is allowed in kind but the state of the job around it is not (a cohort too small)."""
 
     reason: str
     exhausted: bool = False
+    precondition: bool = False
 
 
 def _listing(values: tuple[str, ...]) -> str:

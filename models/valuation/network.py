@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.valuation.features import FEATURE_NAMES
+from models.valuation.wire import HIDDEN_SIZES, INPUT_SIZE, WEIGHT_NAMES, weight_shapes
 
 __all__ = [
     "HIDDEN_SIZES",
@@ -35,8 +35,6 @@ __all__ = [
     "weight_shapes",
 ]
 
-INPUT_SIZE = len(FEATURE_NAMES)
-HIDDEN_SIZES: tuple[int, ...] = (32, 16)
 
 # Opacus wraps the module it trains in a GradSampleModule whose state-dict keys gain this prefix.
 _OPACUS_PREFIX = "_module."
@@ -51,25 +49,6 @@ def _layers() -> OrderedDict[str, nn.Module]:
         width = hidden
     layers["output"] = nn.Linear(width, 1)
     return layers
-
-
-def _weight_layout() -> tuple[tuple[str, tuple[int, ...]], ...]:
-    layout: list[tuple[str, tuple[int, ...]]] = []
-    width = INPUT_SIZE
-    for index, hidden in enumerate((*HIDDEN_SIZES, 1), start=1):
-        name = "output" if index == len(HIDDEN_SIZES) + 1 else f"hidden{index}"
-        layout += [(f"{name}.weight", (hidden, width)), (f"{name}.bias", (hidden,))]
-        width = hidden
-    return tuple(layout)
-
-
-_LAYOUT = _weight_layout()
-WEIGHT_NAMES: tuple[str, ...] = tuple(name for name, _ in _LAYOUT)
-
-
-def weight_shapes() -> list[tuple[int, ...]]:
-    """The shape of every array of the wire format, in `WEIGHT_NAMES` order."""
-    return [shape for _, shape in _LAYOUT]
 
 
 def new_model(seed: int) -> nn.Sequential:

@@ -4,5 +4,6 @@ from node.handlers.audit import AuditHandler
 from node.handlers.catalog import CatalogHandler
 from node.handlers.negotiation import NegotiationHandler
 from node.handlers.reveal import RevealHandler
+from node.handlers.training import TrainingHandler
 
-__all__ = ["AuditHandler", "CatalogHandler", "NegotiationHandler", "RevealHandler"]
+__all__ = ["AuditHandler", "CatalogHandler", "NegotiationHandler", "RevealHandler", "TrainingHandler"]

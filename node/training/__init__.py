@@ -1,41 +1,10 @@
-"""Provider-side training: the local DP-SGD step a node runs on its own rows, and the per-agreement ledger.
+"""Provider-side training: what a node computes on its own rows for a federated job, and what it spends.
 
-`dp_step` trains the valuation network with Opacus and returns only the clipped, noised update; `accountant`
-keeps each agreement's privacy spend as an RDP history (JSON in the node's database) and says, before any
-training, whether a planned step fits the agreement's (epsilon, delta) budget. Both import torch and Opacus,
-so import this package only where training happens.
+- `data`: the node's features and targets, split into training and held-out rows (no torch);
+- `ledger`: the per-agreement privacy charge, as an effect of the call's audit transaction;
+- `accountant`: the RDP ledger itself (Opacus's analysis); `calibration`: the noise for a job's epsilon;
+- `dp_step`: the local DP-SGD step (Opacus); `rounds`: one round's plan, training and evaluation.
+
+The package imports nothing itself: torch and Opacus load only when a module that needs them is imported,
+so a node that never trains starts without them.
 """
-
-from node.training.accountant import (
-    History,
-    LedgerCorrupted,
-    PrivacyBudgetExhausted,
-    PrivacySpend,
-    charge,
-    check_budget,
-    history_from_json,
-    history_to_json,
-    remaining_epsilon,
-    spent_epsilon,
-    would_exceed,
-)
-from node.training.dp_step import DPConfig, LocalUpdate, local_dp_step, planned_spend, poisson_sample_rate
-
-__all__ = [
-    "DPConfig",
-    "History",
-    "LedgerCorrupted",
-    "LocalUpdate",
-    "PrivacyBudgetExhausted",
-    "PrivacySpend",
-    "charge",
-    "check_budget",
-    "history_from_json",
-    "history_to_json",
-    "local_dp_step",
-    "planned_spend",
-    "poisson_sample_rate",
-    "remaining_epsilon",
-    "spent_epsilon",
-    "would_exceed",
-]

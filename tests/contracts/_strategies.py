@@ -22,6 +22,15 @@ limits = st.none() | st.integers(min_value=0, max_value=2**53 - 1)
 unique_names = st.lists(names, min_size=1, max_size=4, unique=True).map(tuple)
 
 
+# Both or neither: a budget is (epsilon, delta).
+privacy_budget_fields = st.just({"epsilon": None, "delta": None}) | st.fixed_dictionaries(
+    {
+        "epsilon": st.floats(min_value=0.01, max_value=100, allow_nan=False, allow_infinity=False),
+        "delta": st.floats(min_value=1e-12, max_value=0.5, allow_nan=False, allow_infinity=False),
+    }
+)
+
+
 @st.composite
 def constraints(draw: st.DrawFn) -> Constraints:
     """Offer constraints with every field either absent or drawn."""
@@ -31,6 +40,9 @@ def constraints(draw: st.DrawFn) -> Constraints:
         reveal_fields=tuple(draw(st.lists(field_names, max_size=4, unique=True))),
         reveal_max_records_per_request=draw(limits),
         reveal_max_records_total=draw(limits),
+        **draw(privacy_budget_fields),
+        min_cohort=draw(st.none() | st.integers(min_value=2, max_value=1000)),
+        model_export=draw(st.booleans()),
         expires_at=draw(st.none() | times),
     )
 

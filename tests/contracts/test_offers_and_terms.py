@@ -168,3 +168,24 @@ def _offer_document() -> dict:
             "expires_at": "2027-01-01T00:00:00Z",
         },
     }
+
+
+def test_a_privacy_budget_needs_both_epsilon_and_delta() -> None:
+    for half in ({"epsilon": 4.0}, {"delta": 1e-5}):
+        with pytest.raises(ValidationError, match="both epsilon and delta"):
+            Constraints(**half)
+    assert Constraints(epsilon=4.0, delta=1e-5).epsilon == 4.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epsilon": 0.0, "delta": 1e-5},
+        {"epsilon": float("inf"), "delta": 1e-5},
+        {"epsilon": 1.0, "delta": 1.0},
+        {"min_cohort": 1},
+    ],
+)
+def test_training_constraints_out_of_range_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValidationError):
+        Constraints(**bad)

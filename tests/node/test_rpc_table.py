@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2
+import importlib
+from pathlib import Path
+
+import contracts.v1
 from crypto import Principal, Role
 from node.grants import Grant, GrantFactory
 from node.rpc_table import INFRASTRUCTURE, RULES, RequestFacts
@@ -10,9 +13,17 @@ from node.server import SERVICE_NAMES
 from policies.decision import Decision
 
 
+def _contract_modules() -> list[object]:
+    """Every generated message module in contracts/v1, found on disk so a new contract cannot be missed."""
+    directory = Path(contracts.v1.__file__).parent
+    names = sorted(path.stem for path in directory.glob("*_pb2.py"))
+    assert len(names) == len(list(directory.glob("*.proto")))
+    return [importlib.import_module(f"contracts.v1.{name}") for name in names]
+
+
 def _service_methods() -> set[str]:
     methods = set()
-    for module in (catalog_pb2, negotiation_pb2, reveal_pb2, audit_pb2):
+    for module in _contract_modules():
         for service in module.DESCRIPTOR.services_by_name.values():
             assert service.full_name in SERVICE_NAMES, f"{service.full_name} is not served"
             methods |= {f"/{service.full_name}/{method.name}" for method in service.methods}

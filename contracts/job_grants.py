@@ -1,0 +1,145 @@
+"""Job grants: a consumer's signed consent that one federated job may train under one of its agreements.
+
+The coordinator runs jobs, but a node never takes its word for who asked: every Train or Evaluate call carries
+the grant that the agreement's consumer signed for this job (its id, rounds, privacy budget and training
+settings). The node checks the signature against the consumer named in the agreement it holds, so the
+coordinator can forward a grant but cannot write one, widen one, or reuse one for another job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from contracts.agreements import Agreement
+from contracts.errors import ContractError
+from contracts.fields import Digest, FrozenModel, Name, OfferId, UtcDatetime, describe_validation_error
+from contracts.signing import Signature, require_party, sign_as_party, verify_party_signature
+from crypto import Identity, Principal, canonical_json
+
+JOB_GRANT_SIGNATURE_TAG = b"ipspace/job-grant/v1\n"
+MAX_ROUNDS = 100
+MAX_GRANT_LIFETIME = timedelta(days=7)
+
+JobId = OfferId  # the same safe token shape: letters, digits, '.', '_', '-'
+
+
+class JobGrantError(ContractError):
+    """A job grant that does not hold, or does not cover the call it came with."""
+
+
+class TrainingSettings(FrozenModel):
+    """The local step every node runs in each round (the node picks the noise itself, from the budget)."""
+
+    local_steps: Annotated[int, Field(ge=1, le=1000)] = 25
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    learning_rate: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.05
+    max_grad_norm: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    reference_year: Annotated[int, Field(ge=1900, le=2100)] = 2017  # the year patent ages are counted to
+
+
+class JobGrantBody(FrozenModel):
+    """What the consumer consents to; every field is signed."""
+
+    job_id: JobId
+    task: Literal["valuation"] = "valuation"
+    agreement_id: Digest
+    dataset: Name
+    purpose: Name
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)]
+    # The most this job may spend at this node; None asks for training without differential privacy, which
+    # only an agreement without a privacy budget allows.
+    epsilon: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] | None
+    settings: TrainingSettings = TrainingSettings()
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _window(self) -> JobGrantBody:
+        if not self.issued_at < self.expires_at <= self.issued_at + MAX_GRANT_LIFETIME:
+            days = MAX_GRANT_LIFETIME.days
+            raise ValueError(f"a grant must expire after it is issued and within {days} days")
+        return self
+
+
+class JobGrant(FrozenModel):
+    body: JobGrantBody
+    signature: Signature
+
+    def verify(self, agreement: Agreement, ca_cert_pem: bytes, *, now: datetime) -> Principal:
+        """Check that the agreement's consumer signed this grant for this agreement, valid at `now`; return
+        the signer.
+
+        Guarantees on return: the signer holds a CA-issued signing certificate of the agreement's consumer
+        org with a consumer or builder role, the grant names this agreement, its dataset and purpose, and
+        `now` is inside the grant's window. Raises JobGrantError naming the first problem.
+        """
+        body = self.body
+        terms = agreement.terms
+        if body.agreement_id != agreement.agreement_id:
+            raise JobGrantError(f"the grant is for agreement {body.agreement_id[:19]}…, not this one")
+        if (body.dataset, body.purpose) != (terms.dataset, terms.purpose):
+            raise JobGrantError(
+                f"the grant names dataset {body.dataset!r} for {body.purpose!r}; the agreement covers "
+                f"{terms.dataset!r} for {terms.purpose!r}"
+            )
+        if self.signature.role != "consumer":
+            raise JobGrantError("a job grant must be signed by the agreement's consumer")
+        signer = verify_party_signature(
+            self.signature, job_grant_message(body), terms, ca_cert_pem, now=now, error=JobGrantError
+        )
+        if now < body.issued_at:
+            raise JobGrantError(f"the grant is valid from {body.issued_at.isoformat()}")
+        if now >= body.expires_at:
+            raise JobGrantError(f"the grant expired at {body.expires_at.isoformat()}")
+        return signer
+
+
+def job_grant_message(body: JobGrantBody) -> bytes:
+    """The exact bytes the consumer signs: tag + canonical JSON of the body."""
+    return JOB_GRANT_SIGNATURE_TAG + canonical_json(body.model_dump(mode="json"))
+
+
+def sign_job_grant(
+    consumer: Identity,
+    agreement: Agreement,
+    *,
+    job_id: str,
+    rounds: int,
+    epsilon: float | None,
+    settings: TrainingSettings | None = None,
+    lifetime: timedelta = timedelta(days=1),
+    now: datetime | None = None,
+) -> JobGrant:
+    """A grant for `job_id` under `agreement`, signed by `consumer`.
+
+    Raises JobGrantError when `consumer` may not sign for the agreement's consumer side or a value is out of
+    range (the message names the field).
+    """
+    require_party(consumer.principal(), agreement.terms, "consumer", JobGrantError)
+    issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    try:
+        body = JobGrantBody(
+            job_id=job_id,
+            agreement_id=agreement.agreement_id,
+            dataset=agreement.terms.dataset,
+            purpose=agreement.terms.purpose,
+            rounds=rounds,
+            epsilon=epsilon,
+            settings=settings or TrainingSettings(),
+            issued_at=issued_at,
+            expires_at=issued_at + lifetime,
+        )
+    except ValidationError as error:
+        raise JobGrantError(describe_validation_error(error)) from None
+    return JobGrant(body=body, signature=sign_as_party(consumer, "consumer", job_grant_message(body)))
+
+
+def load_job_grant(text: str | bytes) -> JobGrant:
+    """A grant from its JSON text. Raises JobGrantError naming the first bad field."""
+    try:
+        return JobGrant.model_validate_json(text)
+    except ValidationError as error:
+        raise JobGrantError(f"not a job grant: {describe_validation_error(error)}") from None
