@@ -40,10 +40,13 @@ def noise_for_budget(*, epsilon: float, delta: float, sample_rate: float, steps:
     reaches it; RuntimeError if Opacus's answer does not fit the ledger's own arithmetic (then no noise is
     returned rather than one that would overspend).
     """
-    _require(_is_number(epsilon) and 0 < epsilon < math.inf, f"epsilon must be > 0 and finite, got {epsilon!r}")
+    _require(
+        _is_number(epsilon) and 0 < epsilon < math.inf, f"epsilon must be > 0 and finite, got {epsilon!r}"
+    )
     _require(_is_number(delta) and 0 < delta < 1, f"delta must be in (0, 1), got {delta!r}")
     _require(
-        _is_number(sample_rate) and 0 < sample_rate <= 1, f"sample_rate must be in (0, 1], got {sample_rate!r}"
+        _is_number(sample_rate) and 0 < sample_rate <= 1,
+        f"sample_rate must be in (0, 1], got {sample_rate!r}",
     )
     _require(
         not isinstance(steps, bool) and isinstance(steps, int) and steps > 0,

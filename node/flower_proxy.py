@@ -1,0 +1,142 @@
+"""What the Flower ClientApp proxy asks of its own node: one Train or Evaluate call through the gate.
+
+The ClientApp that Flower starts under a node's SuperNode is job code; it must read no rows and hold no model
+code. It only forwards: the global weights and the job's grant go to the node's Training service over mTLS,
+under the node's own identity, and the node's answer (a clipped, noised update, or aggregate error sums) goes
+back. This module is that forwarding, kept free of torch so that each Flower message starts a fast process.
+
+Which grant: the ServerApp sends every node the grants of all the job's agreements (they are signed consent,
+not secrets), keyed by provider org; a node takes the one for its own org, and its gate checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from contracts.job_grants import load_job_grant
+from contracts.v1 import training_pb2, training_pb2_grpc
+from crypto import Identity, channel_credentials
+from models.valuation.wire import weights_from_bytes, weights_to_bytes
+
+NODE_ADDRESS_KEY = "node-address"
+IDENTITY_DIR_KEY = "identity-dir"
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret (as in ipspace.cli_identity)
+TIMEOUT_S = 120.0  # a round's local step is seconds; a node that takes longer is treated as failed
+
+
+class NoGrantForThisNode(LookupError):
+    """The job carries no grant for this node's org: it was not asked to take part."""
+
+
+class NodeRefusedRound(Exception):
+    """The node refused or failed the call; `status` and `reason` are the node's own."""
+
+    def __init__(self, status: grpc.StatusCode, reason: str) -> None:
+        super().__init__(f"the node refused: {status.name}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    node_address: str
+    identity_dir: Path
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, object]) -> ProxySettings:
+        """From the SuperNode's `--node-config`; raises KeyError naming a missing key."""
+        for key in (NODE_ADDRESS_KEY, IDENTITY_DIR_KEY):
+            if key not in node_config:
+                raise KeyError(f"the SuperNode's node config has no {key!r}")
+        return cls(str(node_config[NODE_ADDRESS_KEY]), Path(str(node_config[IDENTITY_DIR_KEY])))
+
+    def call(self, method: str, request: training_pb2.TrainRequest | training_pb2.EvaluateRequest):
+        """One call to the node's Training service under the node's identity and token (read fresh each
+        time, so a renewed token is picked up). Raises NodeRefusedRound."""
+        identity = Identity.load(self.identity_dir)
+        token = (self.identity_dir / TOKEN_FILE).read_text().strip()
+        with grpc.secure_channel(self.node_address, channel_credentials(identity)) as channel:
+            stub = training_pb2_grpc.TrainingStub(channel)
+            try:
+                return getattr(stub, method)(
+                    request, metadata=(("authorization", f"Bearer {token}"),), timeout=TIMEOUT_S
+                )
+            except grpc.RpcError as error:
+                raise NodeRefusedRound(error.code(), error.details() or "") from None
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    delta: list[np.ndarray]
+    num_examples: int
+    metrics: dict[str, float]
+
+
+def grant_for(settings: ProxySettings, grants_json: str) -> str:
+    """The grant, among the job's, that names this node's org. Raises NoGrantForThisNode."""
+    org = Identity.load(settings.identity_dir).org
+    grants = json.loads(grants_json)
+    if org not in grants:
+        raise NoGrantForThisNode(
+            f"the job holds no grant for org {org!r}; its grants are for {sorted(grants)}"
+        )
+    return grants[org]
+
+
+def train(
+    settings: ProxySettings,
+    grants_json: str,
+    weights: list[np.ndarray],
+    *,
+    round_number: int,
+    cohort_size: int,
+) -> TrainOutcome:
+    """One round at this node. Raises NodeRefusedRound (the node's status and reason), NoGrantForThisNode."""
+    grant = grant_for(settings, grants_json)
+    body = load_job_grant(grant).body
+    request = training_pb2.TrainRequest(
+        agreement_id=body.agreement_id,
+        dataset=body.dataset,
+        purpose=body.purpose,
+        job_grant_json=grant,
+        round=round_number,
+        cohort_size=cohort_size,
+        weights=weights_to_bytes(weights),
+    )
+    reply = settings.call("Train", request)
+    metrics = {
+        "train_loss": reply.train_loss,
+        "epsilon_spent": reply.epsilon_spent,
+        "epsilon_budget": reply.epsilon_budget,
+        "noise_multiplier": reply.noise_multiplier,
+    }
+    return TrainOutcome(weights_from_bytes(reply.weights_delta), int(reply.num_examples), metrics)
+
+
+def evaluate(
+    settings: ProxySettings, grants_json: str, weights: list[np.ndarray]
+) -> tuple[int, dict[str, float]]:
+    """Held-out error sums of `weights` at this node, as (held-out rows, metrics)."""
+    grant = grant_for(settings, grants_json)
+    body = load_job_grant(grant).body
+    request = training_pb2.EvaluateRequest(
+        agreement_id=body.agreement_id,
+        dataset=body.dataset,
+        purpose=body.purpose,
+        job_grant_json=grant,
+        weights=weights_to_bytes(weights),
+    )
+    reply = settings.call("Evaluate", request)
+    metrics = {
+        "sum_squared_error": reply.sum_squared_error,
+        "sum_target": reply.sum_target,
+        "sum_target_squared": reply.sum_target_squared,
+        "spearman": reply.spearman,
+    }
+    return int(reply.count), metrics
