@@ -16,12 +16,12 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from contracts.client import NodeClient, NodeRefused
 from contracts.fields import describe_validation_error
 from contracts.offers import Offer, offer_digest
 from contracts.v1 import catalog_pb2
 from coordinator.settings import NodeEndpoint
 from crypto import Identity
-from ipspace.client import NodeClient, NodeRefused
 
 MAX_PARALLEL_NODES = 8
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from audit import ConsistencyLink, SignedTreeHead, leaf_hash, timestamp_text
 from audit.bundle import write_bundle
+from contracts.client import NodeClient
 from contracts.v1 import audit_pb2
-from ipspace.client import NodeClient
 
 
 def head_from_message(message: audit_pb2.SignedTreeHead) -> SignedTreeHead:

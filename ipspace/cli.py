@@ -13,10 +13,10 @@ import grpc
 import typer
 from rich.console import Console
 
+from contracts.client import NodeRefused
 from contracts.errors import ContractError
 from crypto.errors import CryptoError
 from ipspace import cli_audit, cli_consumer, cli_data, cli_identity, cli_node
-from ipspace.client import NodeRefused
 from ipspace.exit_codes import ExitCode
 from node.config import NodeConfigError
 

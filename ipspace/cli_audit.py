@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 
 from audit import BundleInvalid, verify_bundle
+from contracts.client import NodeClient
 from crypto import Identity
 from ipspace.audit_export import export_node_log, load_heads, save_heads
 from ipspace.cli_identity import read_token
-from ipspace.client import NodeClient
 from ipspace.exit_codes import ExitCode
 
 app = typer.Typer(help="Audit logs: export from a node, verify offline.", no_args_is_help=True)

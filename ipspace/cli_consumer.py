@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.agreements import Agreement
+from contracts.client import NodeClient
 from contracts.odrl import offer_to_odrl
 from crypto import Identity
 from ipspace.cli_identity import read_token
-from ipspace.client import NodeClient
 
 console = Console()
 NODE = typer.Option(..., "--node", help="the node's address, host:port")

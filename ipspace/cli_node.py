@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.client import NodeClient
 from crypto import Identity
 from ipspace.cli_identity import TOKEN_FILE, read_token
-from ipspace.client import NodeClient
 from node.config import NodeConfig, NodePaths
 from node.store import DatasetStore
 

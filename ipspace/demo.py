@@ -24,10 +24,10 @@ from rich.table import Table
 
 from audit import BundleInvalid, decode_leaf, verify_bundle
 from contracts.agreements import Agreement
+from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
 from crypto import Identity, Role
 from ipspace.audit_export import export_node_log
-from ipspace.client import NodeClient, NodeRefused
 from ipspace.local_space import LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from contracts.agreements import Agreement
+from contracts.client import NodeClient
 from contracts.job_grants import TrainingSettings, sign_job_grant
 from contracts.offers import Action, Constraints, Offer
 from coordinator.api import create_app
@@ -23,7 +24,6 @@ from coordinator.server import CoordinatorServer
 from coordinator.settings import CoordinatorSettings, NodeEndpoint
 from crypto import Identity, Role
 from ipspace.cli_identity import read_token
-from ipspace.client import NodeClient
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import Partition, read_rows, write_partitions

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from contracts.agreements import Agreement
+from contracts.client import NodeClient
 from contracts.offers import Action, Constraints, Offer
 from crypto import Identity, Role
 from ipspace.cli_identity import read_token
-from ipspace.client import NodeClient
 from ipspace.local_space import LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import Partition, read_rows, write_partitions

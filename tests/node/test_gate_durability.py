@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from audit import AuditCorrupted, leaf_hash
+from contracts.client import NodeRefused
 from crypto import channel_credentials
-from ipspace.client import NodeRefused
 from ipspace.sample_data import LENS_ID_FIELD, LENS_SOURCE
 from node.config import NodeConfigError
 from node.server import NodeServer

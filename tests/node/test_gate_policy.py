@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from contracts.agreements import propose
+from contracts.client import NodeRefused
 from contracts.offers import Constraints, offer_digest
 from contracts.revocations import revoke
 from contracts.terms import AgreementTerms, terms_from_offer
 from contracts.v1 import negotiation_pb2, reveal_pb2
-from ipspace.client import NodeRefused
 from tests.node.conftest import PER_REQUEST, REVEAL_FIELDS, TOTAL, Space
 
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from contracts.agreements import Agreement
+from contracts.client import NodeClient, NodeRefused
 from contracts.job_grants import JobGrant, TrainingSettings, sign_job_grant
 from contracts.offers import Action, Constraints, Offer
 from contracts.revocations import revoke
 from crypto import Identity, Role
 from ipspace.cli_identity import read_token
-from ipspace.client import NodeClient, NodeRefused
 from ipspace.local_space import LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from models.valuation.network import get_weights, new_model

@@ -1,4 +1,6 @@
-"""The client SDK for a node: what a consumer, a model builder, a provider or a regulator calls.
+"""The client SDK for a node's contracts: what a consumer, a model builder, a provider, a regulator or the
+coordinator calls. It lives beside the contracts it speaks, so that the CLI and the coordinator can both use
+it without importing each other.
 
 A :class:`NodeClient` holds one mTLS channel to one node, authenticated by the caller's identity and its
 CA-issued token. Refusals arrive as :class:`NodeRefused` carrying the gRPC status and the node's reason.
