@@ -56,6 +56,10 @@ class ProxySettings:
                 raise KeyError(f"the SuperNode's node config has no {key!r}")
         return cls(str(node_config[NODE_ADDRESS_KEY]), Path(str(node_config[IDENTITY_DIR_KEY])))
 
+    def org(self) -> str:
+        """The node's org, as its certificate names it."""
+        return Identity.load(self.identity_dir).org
+
     def call(self, method: str, request: training_pb2.TrainRequest | training_pb2.EvaluateRequest):
         """One call to the node's Training service under the node's identity and token (read fresh each
         time, so a renewed token is picked up). Raises NodeRefusedRound."""
@@ -80,7 +84,7 @@ class TrainOutcome:
 
 def grant_for(settings: ProxySettings, grants_json: str) -> str:
     """The grant, among the job's, that names this node's org. Raises NoGrantForThisNode."""
-    org = Identity.load(settings.identity_dir).org
+    org = settings.org()
     grants = json.loads(grants_json)
     if org not in grants:
         raise NoGrantForThisNode(

@@ -20,6 +20,7 @@ __all__ = [
     "PARAMETER_COUNT",
     "WEIGHT_NAMES",
     "WireFormatError",
+    "initial_weights",
     "weight_shapes",
     "weights_from_bytes",
     "weights_to_bytes",
@@ -83,3 +84,20 @@ def weights_from_bytes(data: bytes) -> list[np.ndarray]:
         arrays.append(flat[offset : offset + size].reshape(shape))
         offset += size
     return arrays
+
+
+def initial_weights(seed: int) -> list[np.ndarray]:
+    """Fresh weights without torch, drawn as torch's `nn.Linear` draws them (uniform within
+    +-1/sqrt(fan_in), weights and biases alike), so an aggregator needs no torch to start a job."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for name, shape in _LAYOUT:
+        fan_in = shape[1] if name.endswith(".weight") else _fan_in_of_bias(name)
+        bound = 1 / np.sqrt(fan_in)
+        arrays.append(rng.uniform(-bound, bound, size=shape).astype(np.float32))
+    return arrays
+
+
+def _fan_in_of_bias(bias_name: str) -> int:
+    layer = bias_name.removesuffix(".bias")
+    return dict(_LAYOUT)[f"{layer}.weight"][1]

@@ -1,0 +1,241 @@
+"""The ServerApp of a valuation job: FedAvg over the nodes' DP updates, under SecAgg+ when the job asks.
+
+Runs on the coordinator host, started by the SuperLink for each run. It holds the global weights and no
+model code (no torch): nodes return clipped, noised weight *deltas*, SecAgg+ reveals only their weighted
+sum, and this app adds the average to the global weights. It never sees a single node's update under SecAgg+
+(Flower's legacy SecAgg+ workflow, the one path where SecAgg+ works in 1.41; FIELD-NOTES.md).
+
+Per round it records in the job store the mean training loss and the epsilon each node reports having spent;
+after the last round it asks every node to evaluate the final weights on its held-out rows (aggregate error
+sums only) and stores the model. A node's refusal reaches the job's status with the node's own reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    Parameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.flower.fast_grid import FastPollGrid
+from coordinator.job_spec import JobState
+from coordinator.jobs import JobStore
+from models.valuation.quality import ErrorSums
+from models.valuation.wire import initial_weights
+
+log = logging.getLogger(__name__)
+app = ServerApp()
+
+
+class JobStopped(Exception):
+    """The job ends early: cancelled by its builder, or failed with a reason a person can act on."""
+
+    def __init__(self, state: JobState, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """The run config of one job, as the coordinator's runner set it."""
+
+    job_id: str
+    store: JobStore
+    grants_json: str
+    rounds: int
+    min_cohort: int  # the largest min_cohort of the job's agreements: fewer aggregated nodes fail the job
+    secagg: bool
+    num_shares: int
+    reconstruction_threshold: int
+    max_weight: float
+    poll_interval: float
+    stage_timeout: float
+    seed: int
+
+    @classmethod
+    def from_context(cls, context: Context) -> JobRun:
+        config = context.run_config
+        models_dir = str(config["models-dir"])
+        return cls(
+            job_id=str(config["job-id"]),
+            store=JobStore(Path(str(config["jobs-db"])), Path(models_dir) if models_dir else None),
+            grants_json=str(config["grants"]),
+            rounds=int(config["num-rounds"]),
+            min_cohort=int(config["min-cohort"]),
+            secagg=bool(config["secagg"]),
+            num_shares=int(config["num-shares"]),
+            reconstruction_threshold=int(config["reconstruction-threshold"]),
+            max_weight=float(config["max-weight"]),
+            poll_interval=float(config["poll-interval"]),
+            stage_timeout=float(config["stage-timeout"]),
+            seed=int(config["seed"]),
+        )
+
+
+class DeltaFedAvg(FedAvg):
+    """FedAvg whose clients return weight deltas: the (secure) weighted mean delta is added to the global
+    weights, so the global weights stay here and every round starts from them."""
+
+    def __init__(self, job: JobRun, grid: FastPollGrid) -> None:
+        self.job = job
+        self.grid = grid
+        self.weights = initial_weights(job.seed)
+        self.pending_round: tuple[int, dict[str, float], dict[str, float]] | None = None
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=1.0,
+            # Every node online is asked each round; a round may go on with as few as the cohort minimum.
+            min_fit_clients=job.min_cohort,
+            min_evaluate_clients=1,
+            min_available_clients=job.min_cohort,
+            initial_parameters=ndarrays_to_parameters(self.weights),
+            accept_failures=True,
+        )
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        if self.job.store.is_cancel_requested(self.job.job_id):
+            raise JobStopped(JobState.CANCELLED, f"cancelled by its builder before round {server_round}")
+        instructions = super().configure_fit(
+            server_round, ndarrays_to_parameters(self.weights), client_manager
+        )
+        config = {"round": server_round, "grants": self.job.grants_json}
+        return [(client, FitIns(fit.parameters, dict(config))) for client, fit in instructions]
+
+    def aggregate_fit(self, server_round, results, failures):
+        if len(results) < self.job.min_cohort:
+            raise JobStopped(JobState.FAILED, self._shortfall(server_round, len(results)))
+        mean_delta, _ = super().aggregate_fit(server_round, results, failures)
+        if mean_delta is None:
+            raise JobStopped(JobState.FAILED, f"round {server_round} produced no aggregate")
+        delta = parameters_to_ndarrays(mean_delta)
+        self.weights = [
+            (old + change).astype(np.float32) for old, change in zip(self.weights, delta, strict=True)
+        ]
+        examples = sum(fit.num_examples for _, fit in results)
+        loss = (
+            sum(fit.num_examples * float(fit.metrics.get("train_loss", 0.0)) for _, fit in results) / examples
+        )
+        epsilon_by_node = {
+            str(fit.metrics["org"]): float(fit.metrics["epsilon_spent"])
+            for _, fit in results
+            if math.isfinite(float(fit.metrics.get("epsilon_spent", math.inf)))
+        }
+        metrics = {"train_loss": loss, "nodes": float(len(results)), "examples": float(examples)}
+        if server_round == self.job.rounds:  # recorded with the held-out evaluation that follows
+            self.pending_round = (server_round, metrics, epsilon_by_node)
+        else:
+            self.job.store.record_round(self.job.job_id, server_round, metrics, epsilon_by_node)
+        return ndarrays_to_parameters(self.weights), {}
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        if server_round != self.job.rounds:
+            return []  # held-out quality once, on the final model: evaluation costs a message exchange
+        instructions = super().configure_evaluate(
+            server_round, ndarrays_to_parameters(self.weights), client_manager
+        )
+        return [
+            (client, EvaluateIns(ins.parameters, {"grants": self.job.grants_json}))
+            for client, ins in instructions
+        ]
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        sums = ErrorSums.empty()
+        weighted_spearman = 0.0
+        for _, reply in results:
+            reply: EvaluateRes
+            node_sums = ErrorSums(
+                count=reply.num_examples,
+                sum_squared_error=float(reply.metrics["sum_squared_error"]),
+                sum_target=float(reply.metrics["sum_target"]),
+                sum_target_squared=float(reply.metrics["sum_target_squared"]),
+            )
+            sums = sums + node_sums
+            weighted_spearman += reply.num_examples * float(reply.metrics["spearman"])
+        if self.pending_round is not None:
+            round_number, metrics, epsilon_by_node = self.pending_round
+            if sums.count:
+                metrics |= {
+                    "held_out_r2": sums.r_squared(),
+                    "held_out_mse": sums.mse(),
+                    "held_out_spearman_node_mean": weighted_spearman / sums.count,
+                    "held_out_rows": float(sums.count),
+                }
+            self.job.store.record_round(self.job.job_id, round_number, metrics, epsilon_by_node)
+            self.pending_round = None
+        return (sums.mse() if sums.count else None), {}
+
+    def evaluate(self, server_round: int, parameters: Parameters):
+        return None
+
+    def _shortfall(self, server_round: int, received: int) -> str:
+        reasons = "; ".join(
+            f"node {node}: {reason}" for node, reason in sorted(self.grid.node_errors.items())
+        )
+        return (
+            f"round {server_round} aggregated {received} nodes; the job's agreements need at least "
+            f"{self.job.min_cohort}" + (f" ({reasons})" if reasons else "; the others did not answer in time")
+        )
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    job = JobRun.from_context(context)
+    fast = FastPollGrid(grid, poll_interval=job.poll_interval)
+    strategy = DeltaFedAvg(job, fast)
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=job.rounds), strategy=strategy)
+    fit_workflow = None
+    if job.secagg:
+        fit_workflow = SecAggPlusWorkflow(
+            num_shares=job.num_shares,
+            reconstruction_threshold=job.reconstruction_threshold,
+            max_weight=job.max_weight,
+            timeout=job.stage_timeout,
+        )
+    try:
+        DefaultWorkflow(fit_workflow=fit_workflow)(fast, legacy)
+        if (
+            strategy.pending_round is not None
+        ):  # evaluation failed everywhere: keep the round's training figures
+            round_number, metrics, epsilon_by_node = strategy.pending_round
+            job.store.record_round(job.job_id, round_number, metrics, epsilon_by_node)
+        job.store.save_model(job.job_id, strategy.weights)
+        job.store.set_state(job.job_id, JobState.SUCCEEDED)
+    except JobStopped as stopped:
+        log.warning("job %s stopped: %s", job.job_id, stopped.reason)
+        job.store.set_state(job.job_id, stopped.state, stopped.reason)
+
+
+def run_config_for(
+    job_id: str, jobs_db: Path, models_dir: Path, grants_by_org: dict[str, str], **settings: object
+):
+    """The run-config overrides that start this app for one job (keys as in deploy/flower_app/pyproject)."""
+    return {
+        "job-id": job_id,
+        "jobs-db": str(jobs_db),
+        "models-dir": str(models_dir),
+        "grants": json.dumps(grants_by_org, sort_keys=True),
+        **settings,
+    }

@@ -1,0 +1,1 @@
+"""The ipspace valuation Flower App: entry points only (see pyproject.toml)."""
