@@ -1,7 +1,8 @@
 """``ipspace``: the data space's command line (typer + rich). Commands are thin; errors map to exit codes.
 
 Sub-commands by role: ``ca``/``identity`` (the CA operator and members), ``node`` (a data provider),
-``catalog``/``offers``/``agree``/``reveal`` (consumers and model builders), ``audit`` (regulators),
+``catalog``/``offers``/``agree``/``reveal`` (consumers and model builders), ``coordinator`` (its operator),
+``job`` (model builders' federated jobs), ``audit`` (regulators),
 ``data`` (the sample data set) and ``demo`` (a complete local data space).
 """
 
@@ -16,7 +17,8 @@ from rich.console import Console
 from contracts.client import NodeRefused
 from contracts.errors import ContractError
 from crypto.errors import CryptoError
-from ipspace import cli_audit, cli_consumer, cli_data, cli_identity, cli_node
+from ipspace import cli_audit, cli_consumer, cli_coordinator, cli_data, cli_identity, cli_job, cli_node
+from ipspace.coordinator_client import CoordinatorRefused
 from ipspace.exit_codes import ExitCode
 from node.config import NodeConfigError
 
@@ -29,6 +31,8 @@ app = typer.Typer(
 app.add_typer(cli_identity.ca_app, name="ca")
 app.add_typer(cli_identity.identity_app, name="identity")
 app.add_typer(cli_node.app, name="node")
+app.add_typer(cli_coordinator.app, name="coordinator")
+app.add_typer(cli_job.app, name="job")
 app.add_typer(cli_audit.app, name="audit")
 app.add_typer(cli_data.app, name="data")
 cli_consumer.register(app)
@@ -55,6 +59,9 @@ def main() -> None:
         # Without standalone mode click returns an Exit's code instead of exiting: pass it on.
         status = app(standalone_mode=False)
         sys.exit(status if isinstance(status, int) else ExitCode.OK)
+    except CoordinatorRefused as refused:
+        console.print(f"[red]refused[/red] HTTP {refused.status}: {refused.reason}")
+        sys.exit(ExitCode.REFUSED if refused.status < 500 else ExitCode.UNAVAILABLE)
     except NodeRefused as refused:
         console.print(f"[red]refused[/red] {refused.status.name}: {refused.reason}")
         sys.exit(ExitCode.UNAVAILABLE if refused.status in _REFUSAL_CODES else ExitCode.REFUSED)

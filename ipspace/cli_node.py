@@ -65,8 +65,18 @@ def init(
 def serve(
     directory: Path = typer.Argument(..., help="the node directory"),
     listen: str = typer.Option(None, help="override the listen address of node.json"),
+    superlink: str = typer.Option(
+        None, help="HOST:PORT of the coordinator's SuperLink: also run this node's Flower SuperNode"
+    ),
+    supernode_port: int = typer.Option(0, help="the SuperNode's local ClientApp port (0: any free port)"),
 ) -> None:
-    """Serve the node until SIGINT or SIGTERM; every data call passes the gate and is recorded."""
+    """Serve the node until SIGINT or SIGTERM; every data call passes the gate and is recorded.
+
+    With --superlink the node also runs its SuperNode (started and stopped with it), authenticated by the
+    key 'ipspace node flower-key' made; its ClientApps reach this node only through the gate.
+    """
+    from ipspace.coordinator_host import free_port
+    from ipspace.flower_processes import start_supernode
     from node.server import NodeServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,13 +85,38 @@ def serve(
     console.print(
         f"node {server.config.name} serving on port {port} (address in {server.paths.address_file})"
     )
+    supernode = None
+    if superlink:
+        host = (listen or server.config.listen).rpartition(":")[0]
+        if host in ("", "0.0.0.0", "[::]"):  # noqa: S104 - a wildcard bind; the proxy dials loopback
+            host = "127.0.0.1"
+        supernode = start_supernode(
+            directory,
+            superlink=superlink,
+            node_address=f"{host}:{port}",
+            identity_dir=server.paths.identity,
+            port=supernode_port or free_port(),
+        )
+        console.print(f"SuperNode (pid {supernode.pid}) joining {superlink}; log in {supernode.log_path}")
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
+        if supernode is not None:
+            supernode.stop()
         server.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.wait()
+
+
+@app.command("flower-key")
+def flower_key(directory: Path = typer.Argument(..., help="the node directory")) -> None:
+    """Print the public key of the node's SuperNode (made on first use): the coordinator admits it."""
+    from ipspace.flower_processes import write_supernode_key
+
+    flower_dir = directory / "flower"
+    flower_dir.mkdir(exist_ok=True)
+    typer.echo(write_supernode_key(flower_dir).decode().strip())
 
 
 def _own_client(directory: Path) -> NodeClient:
