@@ -18,8 +18,6 @@ from bench._fedsim import predict
 from models.valuation.network import get_weights, new_model
 from models.valuation.quality import spearman
 
-RIDGE_PENALTY = 1.0  # on standardised features; the held-out Spearman moves < 0.001 between 0.1 and 100
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -38,25 +36,6 @@ class Choice:
     recipe: Recipe
     epochs: int
     validation_spearman: float
-
-
-def ridge_predictions(
-    train_features: np.ndarray, train_targets: np.ndarray, features: np.ndarray
-) -> np.ndarray:
-    """Closed-form ridge on features standardised with the train rows' mean and spread (unpenalised bias)."""
-    mean = train_features.mean(axis=0)
-    spread = train_features.std(axis=0)
-    spread[spread == 0] = 1.0
-
-    def design(matrix: np.ndarray) -> np.ndarray:
-        scaled = (matrix.astype(np.float64) - mean) / spread
-        return np.hstack([np.ones((len(matrix), 1)), scaled])
-
-    x = design(train_features)
-    penalty = RIDGE_PENALTY * np.eye(x.shape[1])
-    penalty[0, 0] = 0.0
-    coefficients = np.linalg.solve(x.T @ x + penalty, x.T @ train_targets.astype(np.float64))
-    return design(features) @ coefficients
 
 
 def choose_recipe(

@@ -43,7 +43,7 @@ import numpy as np
 from rich.console import Console
 
 from bench import BenchFailed
-from bench._centralized import Choice, Recipe, choose_recipe, ridge_predictions, train_mlp
+from bench._centralized import Choice, Recipe, choose_recipe, train_mlp
 from bench._fedsim import DELTA, FedSettings, NodeShard, predict, run_fedavg
 from bench._valuation_data import (
     ValuationData,
@@ -53,6 +53,7 @@ from bench._valuation_data import (
     tuning_split,
 )
 from bench._valuation_report import GOAL_DP, GOAL_FEDERATED, render, render_tuning
+from models.valuation.baseline import ridge_predictions
 from models.valuation.quality import r_squared, spearman
 
 EPSILONS = (1.0, 4.0, 8.0)

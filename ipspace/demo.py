@@ -1,4 +1,4 @@
-"""``ipspace demo``: a complete local data space on real patent data, end to end, in well under a minute.
+"""``ipspace demo``: a complete local data space on real patent data, end to end, in about two minutes.
 
 1. A CA; three provider nodes, each a separate ``ipspace node serve`` process holding one jurisdiction-based
    partition of the Lens drone patent families (US / Europe / Asia-Pacific), each with its own offers.
@@ -6,7 +6,10 @@
    manual approval, given with ``ipspace node approve``), and reveals a few records.
 3. Requests outside the agreements are refused with a reason: a field the offer does not list, a purpose it
    does not allow.
-4. A regulator exports every node's audit log over the Audit RPCs and verifies each bundle offline with only
+4. A model builder trains the valuation model across the three nodes on the coordinator: Flower's SuperLink,
+   each node's SuperNode (started with the node), SecAgg+ over DP-SGD steps the nodes run themselves, and the
+   model's held-out quality beside a centralized baseline, with the epsilon each node spent.
+5. A regulator exports every node's audit log over the Audit RPCs and verifies each bundle offline with only
    the CA certificate. A summary table closes the run.
 """
 
@@ -26,9 +29,14 @@ from audit import BundleInvalid, decode_leaf, verify_bundle
 from contracts.agreements import Agreement
 from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
+from coordinator.settings import CoordinatorSettings
 from crypto import Identity, Role
 from ipspace.audit_export import export_node_log
-from ipspace.local_space import LocalDataSpace
+from ipspace.cli_identity import read_token
+from ipspace.coordinator_host import CoordinatorHost
+from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
+from ipspace.flower_processes import write_supernode_key
+from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions
 
@@ -73,11 +81,10 @@ class _Nodes:
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, directory: Path, log_file: Path) -> None:
+    def start(self, name: str, directory: Path, log_file: Path, superlink: str) -> None:
+        command = [sys.executable, "-m", "ipspace", "node", "serve", str(directory), "--superlink", superlink]
         with log_file.open("wb") as log:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "ipspace", "node", "serve", str(directory)], stdout=log, stderr=log
-            )
+            self.processes[name] = subprocess.Popen(command, stdout=log, stderr=log)
 
     def wait_ready(self, directories: dict[str, Path]) -> dict[str, str]:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -128,7 +135,7 @@ def _prepare(
         node_dirs[name] = space.init_node(
             name,
             org,
-            offers=[_offer(org, manual)],
+            offers=[_offer(org, manual), training_offer(org)],
             datasets={
                 "lens_families": (
                     csv_paths[part.provider],
@@ -147,7 +154,7 @@ def _prepare(
 
 
 def _agree(client: NodeClient, node_dir: Path, name: str) -> Agreement:
-    offer = client.offers()[0]
+    offer = client.offer("families-scouting")
     status = client.request_agreement(offer, "technology-scouting")
     if status.state == "pending":
         console.print(f"  {name}: offer needs approval; the provider runs 'ipspace node approve'")
@@ -178,78 +185,133 @@ def run_demo(workdir: str, *, keep: bool = False) -> int:
     root = Path(workdir).resolve()
     space, node_dirs, ids, jurisdictions = _prepare(root)
     consumer = space.issue("scout", "acme-robotics", Role.CONSUMER)
+    builder = space.issue("modeller", "acme-robotics", Role.BUILDER)
     regulator = space.issue("inspector", "ip-regulator", Role.REGULATOR)
+    coordinator_identity = space.issue(
+        "coordinator", "data-space-operator", Role.COORDINATOR, hosts=LOOPBACK_HOSTS
+    )
+    host = CoordinatorHost(
+        CoordinatorSettings(identity_dir=coordinator_identity, data_dir=root / "coordinator")
+    )
     nodes = _Nodes()
     results: dict[str, dict[str, object]] = {name: {} for name in node_dirs}
     try:
+        api_port = host.start()
         for name, directory in node_dirs.items():
-            nodes.start(name, directory, root / f"{name}.log")
+            (directory / "flower").mkdir(exist_ok=True)
+            host.register_supernode(write_supernode_key(directory / "flower"), name)
+            nodes.start(name, directory, root / f"{name}.log", host.superlink_address)
         addresses = nodes.wait_ready(node_dirs)
         console.print(f"Data: {LENS_SOURCE} (real, public; data/README.md)")
         console.print(
             f"[bold]3 nodes up[/bold] ({time.monotonic() - started:.1f} s): "
             + ", ".join(f"{n} at {a}" for n, a in addresses.items())
         )
-        from ipspace.cli_identity import read_token
-
-        scout = Identity.load(consumer)
-        for name, address in addresses.items():
-            with NodeClient(address, scout, read_token(consumer)) as client:
-                listing = client.list_datasets()
-                results[name]["rows"] = listing.datasets[0].row_count
-                agreement = _agree(client, node_dirs[name], name)
-                rows, _missing = client.reveal(
-                    agreement, ids[name][:2], ["title", "applicants", "cited_count"]
-                )
-                results[name]["revealed"] = len(rows)
-                console.print(
-                    f"  {name}: agreement {agreement.agreement_id[7:19]}…, revealed "
-                    + "; ".join(f"{r[LENS_ID_FIELD]}: {str(r.get('title', ''))[:48]}" for r in rows)
-                )
-                refusals = []
-                for label, call in (
-                    (
-                        "field 'inventors'",
-                        lambda c=client, a=agreement, n=name: c.reveal(a, ids[n][:1], ["inventors"]),
-                    ),
-                    (
-                        "purpose 'marketing'",
-                        lambda c=client, a=agreement, n=name: c.call(
-                            c.reveal_stub.Reveal, _reveal_request(a, ids[n][:1], "marketing")
-                        ),
-                    ),
-                ):
-                    try:
-                        call()
-                    except NodeRefused as refused:
-                        refusals.append(f"{label} -> {refused.status.name}: {refused.reason}")
-                results[name]["refused"] = len(refusals)
-                for line in refusals[: 1 if name != "node-us" else 2]:
-                    console.print(f"  {name}: refused {line}")
-        inspector = Identity.load(regulator)
-        for name, address in addresses.items():
-            bundle = root / "bundles" / name
-            bundle.parent.mkdir(exist_ok=True)
-            with NodeClient(address, inspector, read_token(regulator)) as client:
-                export_node_log(client, bundle, ca_cert_pem=space.ca.cert_pem)
-            try:
-                summary = verify_bundle(bundle, space.ca.cert_pem)
-                results[name]["verified"] = f"OK ({summary.entries} entries)"
-            except BundleInvalid as invalid:
-                results[name]["verified"] = f"INVALID at {invalid.first_bad_index}: {invalid.reason}"
-            decisions = [
-                decode_leaf(line)[1].decision for line in (bundle / "entries.jsonl").read_bytes().splitlines()
-            ]
-            results[name]["allowed"], results[name]["denied"] = (
-                decisions.count("allow"),
-                decisions.count("deny"),
-            )
+        _consumer_scenario(consumer, addresses, node_dirs, ids, results)
+        console.print("[bold]Federated valuation[/bold] (coordinator: job API + Flower SuperLink)")
+        _wait_supernodes(host, len(node_dirs))
+        outcome = run_valuation_job(builder, addresses, f"https://127.0.0.1:{api_port}", root, console)
+        _print_valuation(outcome, node_dirs)
+        _regulator_check(regulator, addresses, root, space, results)
     finally:
         nodes.stop()
+        host.stop()
     _print_summary(results, jurisdictions, time.monotonic() - started)
     if not keep:
         shutil.rmtree(root)
     return 0 if all(str(r.get("verified", "")).startswith("OK") for r in results.values()) else 1
+
+
+def _consumer_scenario(
+    consumer: Path,
+    addresses: dict[str, str],
+    node_dirs: dict[str, Path],
+    ids: dict[str, list[str]],
+    results: dict[str, dict[str, object]],
+) -> None:
+    """The consumer reads each catalog, agrees, reveals, and is refused outside its agreement."""
+    scout = Identity.load(consumer)
+    for name, address in addresses.items():
+        with NodeClient(address, scout, read_token(consumer)) as client:
+            listing = client.list_datasets()
+            results[name]["rows"] = listing.datasets[0].row_count
+            agreement = _agree(client, node_dirs[name], name)
+            rows, _missing = client.reveal(agreement, ids[name][:2], ["title", "applicants", "cited_count"])
+            results[name]["revealed"] = len(rows)
+            console.print(
+                f"  {name}: agreement {agreement.agreement_id[7:19]}…, revealed "
+                + "; ".join(f"{r[LENS_ID_FIELD]}: {str(r.get('title', ''))[:48]}" for r in rows)
+            )
+            refusals = []
+            for label, call in (
+                (
+                    "field 'inventors'",
+                    lambda c=client, a=agreement, n=name: c.reveal(a, ids[n][:1], ["inventors"]),
+                ),
+                (
+                    "purpose 'marketing'",
+                    lambda c=client, a=agreement, n=name: c.call(
+                        c.reveal_stub.Reveal, _reveal_request(a, ids[n][:1], "marketing")
+                    ),
+                ),
+            ):
+                try:
+                    call()
+                except NodeRefused as refused:
+                    refusals.append(f"{label} -> {refused.status.name}: {refused.reason}")
+            results[name]["refused"] = len(refusals)
+            for line in refusals[: 1 if name != "node-us" else 2]:
+                console.print(f"  {name}: refused {line}")
+
+
+def _regulator_check(
+    regulator: Path,
+    addresses: dict[str, str],
+    root: Path,
+    space: LocalDataSpace,
+    results: dict[str, dict[str, object]],
+) -> None:
+    """The regulator exports every node's log over the Audit RPCs and verifies it offline."""
+    inspector = Identity.load(regulator)
+    for name, address in addresses.items():
+        bundle = root / "bundles" / name
+        bundle.parent.mkdir(exist_ok=True)
+        with NodeClient(address, inspector, read_token(regulator)) as client:
+            export_node_log(client, bundle, ca_cert_pem=space.ca.cert_pem)
+        try:
+            summary = verify_bundle(bundle, space.ca.cert_pem)
+            results[name]["verified"] = f"OK ({summary.entries} entries)"
+        except BundleInvalid as invalid:
+            results[name]["verified"] = f"INVALID at {invalid.first_bad_index}: {invalid.reason}"
+        decisions = [
+            decode_leaf(line)[1].decision for line in (bundle / "entries.jsonl").read_bytes().splitlines()
+        ]
+        results[name]["allowed"], results[name]["denied"] = (
+            decisions.count("allow"),
+            decisions.count("deny"),
+        )
+
+
+def _wait_supernodes(host: CoordinatorHost, count: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S * 2
+    while len(host.online_nodes()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(host.online_nodes())} of {count} SuperNodes joined the SuperLink")
+        time.sleep(0.3)
+
+
+def _print_valuation(outcome: JobOutcome, node_dirs: dict[str, Path]) -> None:
+    last = outcome.job["rounds"][-1]
+    spent = ", ".join(f"{org} {epsilon:.2f}" for org, epsilon in sorted(last["epsilon_by_node"].items()))
+    table = Table("model (held-out split of all nodes)", "Spearman", "R²", title="Valuation model quality")
+    table.add_row(
+        "federated, SecAgg+ and DP (epsilon <= 8 per node)", *map("{:.3f}".format, outcome.federated)
+    )
+    table.add_row(
+        "centralized ridge on the pooled training rows", *map("{:.3f}".format, outcome.centralized_ridge)
+    )
+    console.print(table)
+    console.print(f"  epsilon spent per node (budget 8 each): {spent}")
 
 
 def _reveal_request(agreement: Agreement, record_ids: list[str], purpose: str):
