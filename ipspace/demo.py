@@ -180,7 +180,7 @@ def _agree(client: NodeClient, node_dir: Path, name: str) -> Agreement:
     return status.agreement
 
 
-def run_demo(workdir: str, *, keep: bool = False) -> int:
+def run_demo(workdir: str, *, keep: bool = False, rounds: int = 5) -> int:
     started = time.monotonic()
     root = Path(workdir).resolve()
     space, node_dirs, ids, jurisdictions = _prepare(root)
@@ -210,7 +210,9 @@ def run_demo(workdir: str, *, keep: bool = False) -> int:
         _consumer_scenario(consumer, addresses, node_dirs, ids, results)
         console.print("[bold]Federated valuation[/bold] (coordinator: job API + Flower SuperLink)")
         _wait_supernodes(host, len(node_dirs))
-        outcome = run_valuation_job(builder, addresses, f"https://127.0.0.1:{api_port}", root, console)
+        outcome = run_valuation_job(
+            builder, addresses, f"https://127.0.0.1:{api_port}", root, console, rounds=rounds
+        )
         _print_valuation(outcome, node_dirs)
         _regulator_check(regulator, addresses, root, space, results)
     finally:

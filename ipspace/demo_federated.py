@@ -64,7 +64,13 @@ class JobOutcome:
 
 
 def run_valuation_job(
-    builder_dir: Path, addresses: dict[str, str], api_url: str, workdir: Path, console: Console
+    builder_dir: Path,
+    addresses: dict[str, str],
+    api_url: str,
+    workdir: Path,
+    console: Console,
+    *,
+    rounds: int = ROUNDS,
 ) -> JobOutcome:
     builder = Identity.load(builder_dir)
     token = read_token(builder_dir)
@@ -83,7 +89,7 @@ def run_valuation_job(
             "dataset": DATASET,
             "purpose": PURPOSE,
             "agreements": [agreement.agreement_id for agreement in agreements],
-            "rounds": ROUNDS,
+            "rounds": rounds,
             "epsilon": JOB_EPSILON,
             "model": SETTINGS.model_dump(mode="json"),
             "secagg": True,
@@ -92,7 +98,7 @@ def run_valuation_job(
 
         job_id = coordinator.submit(spec, new_job_id())["job_id"]
         console.print(
-            f"  job {job_id}: {ROUNDS} rounds, SecAgg+ over 3 nodes, DP-SGD at each node within epsilon "
+            f"  job {job_id}: {rounds} rounds, SecAgg+ over 3 nodes, DP-SGD at each node within epsilon "
             f"{JOB_EPSILON:g} (delta {DELTA:g})"
         )
         job = follow(coordinator, job_id, timeout_s=JOB_TIMEOUT_S)
