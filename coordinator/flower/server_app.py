@@ -100,6 +100,7 @@ class DeltaFedAvg(FedAvg):
         self.grid = grid
         self.weights = initial_weights(job.seed)
         self.pending_round: tuple[int, dict[str, float], dict[str, float]] | None = None
+        self.aggregated_round = 0
         super().__init__(
             fraction_fit=1.0,
             fraction_evaluate=1.0,
@@ -116,6 +117,7 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         if self.job.store.is_cancel_requested(self.job.job_id):
             raise JobStopped(JobState.CANCELLED, f"cancelled by its builder before round {server_round}")
+        self.check_previous_round(server_round)
         instructions = super().configure_fit(
             server_round, ndarrays_to_parameters(self.weights), client_manager
         )
@@ -128,6 +130,7 @@ class DeltaFedAvg(FedAvg):
         mean_delta, _ = super().aggregate_fit(server_round, results, failures)
         if mean_delta is None:
             raise JobStopped(JobState.FAILED, f"round {server_round} produced no aggregate")
+        self.aggregated_round = server_round
         delta = parameters_to_ndarrays(mean_delta)
         self.weights = [
             (old + change).astype(np.float32) for old, change in zip(self.weights, delta, strict=True)
@@ -190,6 +193,21 @@ class DeltaFedAvg(FedAvg):
     def evaluate(self, server_round: int, parameters: Parameters):
         return None
 
+    def check_previous_round(self, server_round: int) -> None:
+        """Fail the job when the round before `server_round` ended without an update.
+
+        Flower's SecAgg+ workflow ends a round silently when a node misses its setup or key-sharing stage, so
+        a missing round is caught here rather than trained past.
+        """
+        if self.aggregated_round != server_round - 1:
+            missing = self.aggregated_round + 1
+            reasons = "; ".join(f"node {node}: {why}" for node, why in sorted(self.grid.node_errors.items()))
+            raise JobStopped(
+                JobState.FAILED,
+                f"round {missing} ended without an update (a node dropped out of secure aggregation before "
+                f"it could be masked{'; ' + reasons if reasons else ''})",
+            )
+
     def _shortfall(self, server_round: int, received: int) -> str:
         reasons = "; ".join(
             f"node {node}: {reason}" for node, reason in sorted(self.grid.node_errors.items())
@@ -216,6 +234,7 @@ def main(grid: Grid, context: Context) -> None:
         )
     try:
         DefaultWorkflow(fit_workflow=fit_workflow)(fast, legacy)
+        strategy.check_previous_round(job.rounds + 1)
         if (
             strategy.pending_round is not None
         ):  # evaluation failed everywhere: keep the round's training figures
