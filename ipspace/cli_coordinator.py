@@ -54,15 +54,6 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = CoordinatorHost(CoordinatorSettings.load(directory / SETTINGS_FILE), superlink_port=superlink_port)
-    api_port = host.start()
-    for spec in admit:
-        name, _, key_path = spec.partition("=")
-        node_id = host.register_supernode(Path(key_path).read_bytes(), name)
-        console.print(f"admitted SuperNode {name} as Flower node {node_id}")
-    (directory / "api.addr").write_text(f"https://{host.settings.host}:{api_port}\n")
-    console.print(
-        f"job API on https://{host.settings.host}:{api_port}; SuperLink on {host.superlink_address}"
-    )
     stopped = threading.Event()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -70,5 +61,15 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    host.stop()
+    api_port = host.start()
+    try:  # whatever fails from here on, the SuperLink process must not outlive this command
+        for spec in admit:
+            name, _, key_path = spec.partition("=")
+            node_id = host.register_supernode(Path(key_path).read_bytes(), name)
+            console.print(f"admitted SuperNode {name} as Flower node {node_id}")
+        url = f"https://{host.settings.host}:{api_port}"
+        (directory / "api.addr").write_text(url + "\n")
+        console.print(f"job API on {url}; SuperLink on {host.superlink_address}")
+        stopped.wait()
+    finally:
+        host.stop()

@@ -31,6 +31,21 @@ def _client(coordinator: str, identity: Path) -> CoordinatorClient:
     return CoordinatorClient(coordinator, identity, read_token(identity))
 
 
+@app.command("register")
+def register(
+    agreement: list[str] = typer.Argument(..., help="agreements 'ipspace agree' saved (id prefix or path)"),
+    coordinator: str = COORDINATOR,
+    identity: Path = IDENTITY,
+) -> None:
+    """Register signed agreements with the coordinator, so that jobs may name them."""
+    from ipspace.cli_consumer import load_agreement
+
+    with _client(coordinator, identity) as client:
+        for reference in agreement:
+            entry = client.register_agreement(load_agreement(identity, reference))
+            console.print(f"registered {entry['agreement_id']}")
+
+
 @app.command("submit")
 def submit(
     spec: Path = typer.Argument(

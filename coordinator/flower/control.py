@@ -50,9 +50,15 @@ class ControlClient:
         self._client.close()
 
     def register_node(self, openssh_public_key: bytes, name: str) -> int:
-        """Register a SuperNode's EC public key (OpenSSH text) under `name`; returns its node id."""
+        """Register a SuperNode's EC public key (OpenSSH text) under `name`; returns its node id.
+
+        A key registered before (a restarted coordinator admitting the same nodes) keeps its node id.
+        """
         key = serialization.load_ssh_public_key(openssh_public_key)
         pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for info in self._client.ListNodes(ListNodesRequest()).nodes_info:
+            if info.public_key in (pem, openssh_public_key.strip()) and not info.unregistered_at:
+                return int(info.node_id)
         return int(self._client.RegisterNode(RegisterNodeRequest(public_key=pem, name=name)).node_id)
 
     def online_nodes(self) -> set[int]:
