@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from models.valuation.split import split_rows
 
 from models.valuation.features import feature_matrix
+from models.valuation.split import split_rows
 from models.valuation.target import cohort_stats, normalised_targets
 
 LENS_ID_FIELD = "lens_id"

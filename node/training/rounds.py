@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from models.valuation.quality import ErrorSums, spearman
 
 from contracts.job_grants import TrainingSettings
 from models.valuation.network import model_from_weights
+from models.valuation.quality import ErrorSums, spearman
 from node.training.accountant import (
     PrivacySpend,
     charge,
