@@ -1,4 +1,4 @@
-"""``ipspace demo``: a complete local data space on real patent data, end to end, in about two minutes.
+"""``ipspace demo``: a complete local data space on real patent data, end to end, in a few minutes.
 
 1. A CA; three provider nodes, each a separate ``ipspace node serve`` process holding one jurisdiction-based
    partition of the Lens drone patent families (US / Europe / Asia-Pacific), each with its own offers.
