@@ -20,16 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from bench import BenchFailed
 from bench._fl_space import SETTINGS, FlSpace
 from contracts.agreements import Agreement
-from contracts.job_grants import load_job_grant, sign_job_grant
-from contracts.v1 import training_pb2, training_pb2_grpc
+from contracts.client import NodeRefused
+from contracts.job_grants import sign_job_grant
 from coordinator.job_spec import new_job_id
-from crypto import Identity, channel_credentials
+from crypto import Identity
 from models.valuation.wire import initial_weights, weights_to_bytes
 from node import flower_proxy
 from node.partition import Partition
@@ -95,7 +94,7 @@ def _proxy_call(
     began = time.perf_counter()
     try:
         flower_proxy.train(settings, grants_json, weights, round_number=round_number, cohort_size=1)
-    except flower_proxy.NodeRefusedRound as refused:
+    except NodeRefused as refused:
         raise BenchFailed(f"a calibration Train call was refused: {refused}") from None
     return time.perf_counter() - began
 
@@ -103,30 +102,16 @@ def _proxy_call(
 def _warm_channel_calls(
     address: str, identity_dir: Path, grant: str, weights: list[np.ndarray], rounds: range
 ) -> list[float]:
-    identity = Identity.load(identity_dir)
-    token = (identity_dir / flower_proxy.TOKEN_FILE).read_text().strip()
-    body = load_job_grant(grant).body
     times = []
-    with grpc.secure_channel(address, channel_credentials(identity)) as channel:
-        stub = training_pb2_grpc.TrainingStub(channel)
-        grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
+    with flower_proxy.ProxySettings(address, identity_dir).client() as node:
+        node.wait_until_ready(CALL_TIMEOUT_S)
         for number in rounds:
-            request = training_pb2.TrainRequest(
-                agreement_id=body.agreement_id,
-                dataset=body.dataset,
-                purpose=body.purpose,
-                job_grant_json=grant,
-                round=number,
-                cohort_size=1,
-                weights=weights_to_bytes(weights),
-            )
+            encoded = weights_to_bytes(weights)  # as the proxy encodes them, outside the timed call
             began = time.perf_counter()
             try:
-                stub.Train(request, metadata=(("authorization", f"Bearer {token}"),), timeout=CALL_TIMEOUT_S)
-            except grpc.RpcError as error:
-                raise BenchFailed(
-                    f"a calibration Train call failed: {error.code().name}: {error.details()}"
-                ) from None
+                node.train(grant, encoded, round_number=number, cohort_size=1)
+            except NodeRefused as refused:
+                raise BenchFailed(f"a calibration Train call failed: {refused}") from None
             times.append(time.perf_counter() - began)
     return times
 

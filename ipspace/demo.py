@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from ipspace.audit_export import export_node_log
 from ipspace.cli_identity import read_token
 from ipspace.coordinator_host import CoordinatorHost
 from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
-from ipspace.flower_processes import write_supernode_key
+from ipspace.flower_processes import ChildProcess, write_supernode_key
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions
@@ -56,6 +57,7 @@ REVEAL_FIELDS = (
     "cpc_classifications",
 )
 START_TIMEOUT_S = 30.0
+NODE_STOP_GRACE_S = 10.0  # a node stops its SuperNode (up to 5 s) before itself
 
 
 def _offer(org: str, manual: bool) -> Offer:
@@ -76,24 +78,25 @@ def _offer(org: str, manual: bool) -> Offer:
 
 
 class _Nodes:
-    """The node processes; every one is stopped by its PID, whatever happens."""
+    """The node processes; every one is stopped by its PID, whatever happens, and ends with the demo's own
+    process if that is killed first."""
 
     def __init__(self) -> None:
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes: dict[str, ChildProcess] = {}
 
     def start(self, name: str, directory: Path, log_file: Path, superlink: str) -> None:
         command = [sys.executable, "-m", "ipspace", "node", "serve", str(directory), "--superlink", superlink]
-        with log_file.open("wb") as log:
-            self.processes[name] = subprocess.Popen(command, stdout=log, stderr=log)
+        self.processes[name] = ChildProcess.start(name, command, dict(os.environ), log_file)
 
     def wait_ready(self, directories: dict[str, Path]) -> dict[str, str]:
         deadline = time.monotonic() + START_TIMEOUT_S
         addresses: dict[str, str] = {}
         while len(addresses) < len(directories):
             for name, directory in directories.items():
-                if self.processes[name].poll() is not None:
+                process = self.processes[name]
+                if not process.alive():
                     raise RuntimeError(
-                        f"node {name} exited with {self.processes[name].returncode}; see its log"
+                        f"node {name} exited with {process.popen.returncode}; see {process.log_path}"
                     )
                 address_file = directory / "node.addr"
                 if name not in addresses and address_file.exists():
@@ -105,14 +108,7 @@ class _Nodes:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            process.stop(grace_s=NODE_STOP_GRACE_S)
 
 
 def _prepare(

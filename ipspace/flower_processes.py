@@ -5,11 +5,13 @@ SuperNodes whose keys were registered (`--enable-supernode-auth`); it installs n
 node's SuperNode authenticates with its own EC key (OpenSSH format, kept in the node's directory) and hands
 its ClientApp, through `--node-config`, the address of the node's gate and the node's identity directory.
 Every process is started in its own session and stopped by its PID's process group, so the ServerApp and
-ClientApp processes Flower spawns go with it.
+ClientApp processes Flower spawns go with it. On Linux it is also told to end when its parent does (the
+parent-death signal), so a parent killed without the chance to stop it leaves nothing running behind.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -26,6 +28,21 @@ from crypto.identity import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
 BIN = Path(sys.executable).parent
 SUPERNODE_KEY = "supernode_key"
 STOP_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # loaded before any fork
+
+
+def _end_with_parent(parent_pid: int):
+    """A `preexec_fn`: the child gets SIGTERM when the thread that started it ends, and ends at once if
+    that parent is already gone. It runs between fork and exec, so it calls prctl and nothing else."""
+
+    def set_parent_death_signal() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_parent_death_signal
 
 
 def flower_environment(home: Path) -> dict[str, str]:
@@ -59,6 +76,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_end_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl runs there
             )
         return cls(name, popen, log_path)
 

@@ -21,9 +21,18 @@ from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameter
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
 
+from contracts.client import NodeRefused
 from node import flower_proxy
 
 PLAIN_COHORT = 1
+
+
+class RefusedByNode(Exception):
+    """The node's gate refused this message. Flower passes the text on to the ServerApp as the error's reason,
+    so it names the node's org beside the node's status and words."""
+
+    def __init__(self, org: str, refused: NodeRefused) -> None:
+        super().__init__(f"{org} refused: {refused.status.name}: {refused.reason}")
 
 
 def secagg_when_configured(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -45,13 +54,16 @@ def train(message: Message, context: Context) -> Message:
     settings = flower_proxy.ProxySettings.from_node_config(context.node_config)
     instruction = compat.recorddict_to_fitins(message.content, keep_input=True)
     cohort = _secagg_cohort(message) if bool(context.run_config["secagg"]) else PLAIN_COHORT
-    outcome = flower_proxy.train(
-        settings,
-        str(instruction.config["grants"]),
-        parameters_to_ndarrays(instruction.parameters),
-        round_number=int(instruction.config["round"]),
-        cohort_size=cohort,
-    )
+    try:
+        outcome = flower_proxy.train(
+            settings,
+            str(instruction.config["grants"]),
+            parameters_to_ndarrays(instruction.parameters),
+            round_number=int(instruction.config["round"]),
+            cohort_size=cohort,
+        )
+    except NodeRefused as refused:
+        raise RefusedByNode(settings.org(), refused) from None
     reply = FitRes(
         status=Status(code=Code.OK, message="trained"),
         parameters=ndarrays_to_parameters(outcome.delta),
@@ -65,9 +77,12 @@ def train(message: Message, context: Context) -> Message:
 def evaluate(message: Message, context: Context) -> Message:
     settings = flower_proxy.ProxySettings.from_node_config(context.node_config)
     instruction = compat.recorddict_to_evaluateins(message.content, keep_input=True)
-    count, metrics = flower_proxy.evaluate(
-        settings, str(instruction.config["grants"]), parameters_to_ndarrays(instruction.parameters)
-    )
+    try:
+        count, metrics = flower_proxy.evaluate(
+            settings, str(instruction.config["grants"]), parameters_to_ndarrays(instruction.parameters)
+        )
+    except NodeRefused as refused:
+        raise RefusedByNode(settings.org(), refused) from None
     mse = metrics["sum_squared_error"] / count if count else 0.0
     reply = EvaluateRes(
         status=Status(code=Code.OK, message="evaluated"), loss=mse, num_examples=count, metrics=metrics

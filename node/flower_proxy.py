@@ -16,12 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
-from contracts.job_grants import load_job_grant
-from contracts.v1 import training_pb2, training_pb2_grpc
-from crypto import Identity, channel_credentials
+from contracts.client import NodeClient
+from crypto import Identity
 from models.valuation.wire import weights_from_bytes, weights_to_bytes
 
 NODE_ADDRESS_KEY = "node-address"
@@ -32,15 +30,6 @@ TIMEOUT_S = 120.0  # a round's local step is seconds; a node that takes longer i
 
 class NoGrantForThisNode(LookupError):
     """The job carries no grant for this node's org: it was not asked to take part."""
-
-
-class NodeRefusedRound(Exception):
-    """The node refused or failed the call; `status` and `reason` are the node's own."""
-
-    def __init__(self, status: grpc.StatusCode, reason: str) -> None:
-        super().__init__(f"the node refused: {status.name}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -60,19 +49,11 @@ class ProxySettings:
         """The node's org, as its certificate names it."""
         return Identity.load(self.identity_dir).org
 
-    def call(self, method: str, request: training_pb2.TrainRequest | training_pb2.EvaluateRequest):
-        """One call to the node's Training service under the node's identity and token (read fresh each
-        time, so a renewed token is picked up). Raises NodeRefusedRound."""
-        identity = Identity.load(self.identity_dir)
+    def client(self) -> NodeClient:
+        """A client of the node under the node's own identity and token (read fresh for each message, so a
+        renewed token is picked up). Its calls raise NodeRefused with the node's status and reason."""
         token = (self.identity_dir / TOKEN_FILE).read_text().strip()
-        with grpc.secure_channel(self.node_address, channel_credentials(identity)) as channel:
-            stub = training_pb2_grpc.TrainingStub(channel)
-            try:
-                return getattr(stub, method)(
-                    request, metadata=(("authorization", f"Bearer {token}"),), timeout=TIMEOUT_S
-                )
-            except grpc.RpcError as error:
-                raise NodeRefusedRound(error.code(), error.details() or "") from None
+        return NodeClient(self.node_address, Identity.load(self.identity_dir), token, timeout_s=TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -101,19 +82,12 @@ def train(
     round_number: int,
     cohort_size: int,
 ) -> TrainOutcome:
-    """One round at this node. Raises NodeRefusedRound (the node's status and reason), NoGrantForThisNode."""
+    """One round at this node. Raises NodeRefused (the node's status and reason), NoGrantForThisNode."""
     grant = grant_for(settings, grants_json)
-    body = load_job_grant(grant).body
-    request = training_pb2.TrainRequest(
-        agreement_id=body.agreement_id,
-        dataset=body.dataset,
-        purpose=body.purpose,
-        job_grant_json=grant,
-        round=round_number,
-        cohort_size=cohort_size,
-        weights=weights_to_bytes(weights),
-    )
-    reply = settings.call("Train", request)
+    with settings.client() as node:
+        reply = node.train(
+            grant, weights_to_bytes(weights), round_number=round_number, cohort_size=cohort_size
+        )
     metrics = {
         "train_loss": reply.train_loss,
         "epsilon_spent": reply.epsilon_spent,
@@ -128,15 +102,8 @@ def evaluate(
 ) -> tuple[int, dict[str, float]]:
     """Held-out error sums of `weights` at this node, as (held-out rows, metrics)."""
     grant = grant_for(settings, grants_json)
-    body = load_job_grant(grant).body
-    request = training_pb2.EvaluateRequest(
-        agreement_id=body.agreement_id,
-        dataset=body.dataset,
-        purpose=body.purpose,
-        job_grant_json=grant,
-        weights=weights_to_bytes(weights),
-    )
-    reply = settings.call("Evaluate", request)
+    with settings.client() as node:
+        reply = node.evaluate(grant, weights_to_bytes(weights))
     metrics = {
         "sum_squared_error": reply.sum_squared_error,
         "sum_target": reply.sum_target,

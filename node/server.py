@@ -8,7 +8,9 @@ of ``contracts/v1`` plus standard health checking and server reflection to the s
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
+import threading
 from concurrent import futures
 from pathlib import Path
 from typing import TextIO
@@ -18,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audit import AuditLog
+from contracts.offers import Action
 from contracts.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -56,6 +59,8 @@ SERVICE_NAMES = (
 
 
 LOCK_FILE = "node.lock"
+TRAINING_MODULES = ("node.training.rounds", "node.training.accountant")  # torch and Opacus, seconds to import
+WARM_UP_JOIN_S = 60.0
 
 
 def hold_directory_lock(path: Path) -> TextIO:
@@ -85,6 +90,7 @@ class NodeServer:
         self._health: health.HealthServicer | None = None
         self.port: int | None = None
         self._lock: TextIO | None = None
+        self._warm_up: threading.Thread | None = None
 
     def start(self) -> int:
         """Bind, start serving and write ``node.addr``; returns the port.
@@ -150,6 +156,9 @@ class NodeServer:
         host = self._listen.rsplit(":", 1)[0]
         self.paths.address_file.write_text(f"{host}:{self.port}\n")
         log.info("node %s (%s) serving on %s:%s", self.config.name, self.config.org, host, self.port)
+        if any(Action.TRAIN in offer.actions for offer in offers.values()):
+            self._warm_up = threading.Thread(target=_import_training, name="warm-training", daemon=True)
+            self._warm_up.start()
         return self.port
 
     def wait(self) -> None:
@@ -163,6 +172,9 @@ class NodeServer:
         if self._server is not None:
             self._server.stop(grace).wait(grace + 5)
             self._server = None
+        if self._warm_up is not None:  # an interpreter must not exit in the middle of importing torch
+            self._warm_up.join(WARM_UP_JOIN_S)
+            self._warm_up = None
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -174,3 +186,13 @@ class NodeServer:
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+
+
+def _import_training() -> None:
+    """Import the training step's modules in the background once the node serves: the first round of the first
+    job would otherwise wait for torch and Opacus (about 7 s, more under load)."""
+    try:
+        for module in TRAINING_MODULES:
+            importlib.import_module(module)
+    except Exception:  # the Train handler imports them again and reports the error to its caller
+        log.exception("importing the training modules failed")

@@ -11,6 +11,7 @@ failure without its reason, so the reasons are kept here for the job's status.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 
@@ -18,6 +19,14 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 MIN_POLL_S, MAX_POLL_S = 0.01, 5.0
+# How Flower 1.41 words an exception raised in a ClientApp: "<class 'module.Name'>:<'the message'>".
+_CLIENT_APP_EXCEPTION = re.compile(r"<class '[^']*'>:<'(?P<message>.*)'>", re.DOTALL)
+
+
+def readable_reason(reason: str) -> str:
+    """The message of a ClientApp's exception without Flower's wrapping; other reasons as they are."""
+    match = _CLIENT_APP_EXCEPTION.fullmatch(reason)
+    return match["message"] if match else reason
 
 
 class FastPollGrid(Grid):
@@ -80,7 +89,7 @@ class FastPollGrid(Grid):
                 replies.append(reply)
                 pending.discard(reply.metadata.reply_to_message_id)
                 if reply.has_error():
-                    self.node_errors[reply.metadata.src_node_id] = reply.error.reason
+                    self.node_errors[reply.metadata.src_node_id] = readable_reason(reply.error.reason)
             if not pending:
                 break
             pause = self._poll_interval

@@ -45,6 +45,7 @@ class FlowerRunner:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watchers: list[threading.Thread] = []
+        self._watched: set[str] = set()
 
     def start(self, job_id: str) -> None:
         record = self._store.get(job_id)
@@ -71,11 +72,7 @@ class FlowerRunner:
         with self._lock:
             self._runs[job_id] = run_id
             self._runs_file.write_text(json.dumps(self._runs))
-        watcher = threading.Thread(
-            target=self._watch, args=(job_id, run_id), name=f"watch-{job_id}", daemon=True
-        )
-        self._watchers.append(watcher)
-        watcher.start()
+        self._watch_in_background(job_id, run_id)
 
     def cancel(self, job_id: str) -> None:
         """Ask the ServerApp to stop at its next round (the store's cancel flag, set by the API); the run is
@@ -89,9 +86,20 @@ class FlowerRunner:
         if run_id is None:
             return False
         try:
-            return self._control.run_status(run_id)[0] != FINISHED
+            alive = self._control.run_status(run_id)[0] != FINISHED
         except KeyError:
             return False
+        if alive and job_id not in self._watched:
+            self._watch_in_background(job_id, run_id)  # a run a restarted coordinator adopts
+        return alive
+
+    def _watch_in_background(self, job_id: str, run_id: int) -> None:
+        self._watched.add(job_id)
+        watcher = threading.Thread(
+            target=self._watch, args=(job_id, run_id), name=f"watch-{job_id}", daemon=True
+        )
+        self._watchers.append(watcher)
+        watcher.start()
 
     def close(self) -> None:
         self._stopping.set()

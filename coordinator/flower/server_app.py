@@ -91,6 +91,23 @@ class JobRun:
         )
 
 
+class SecAggPlusWithoutEarlyDropouts(SecAggPlusWorkflow):
+    """SecAgg+ that goes on without the nodes lost before they sent their key shares.
+
+    Such a node took part in no mask (a node masks only with the peers whose shares reached it), so nothing
+    of it is to be recovered at the unmask stage; Flower 1.41 asks for its shares anyway and halts the round.
+    """
+
+    def share_keys_stage(self, grid, context, state) -> bool:
+        going_on = super().share_keys_stage(grid, context, state)
+        keyed = set(state.active_node_ids)
+        state.sampled_node_ids = keyed
+        state.nid_to_neighbours = {
+            nid: neighbours & keyed for nid, neighbours in state.nid_to_neighbours.items() if nid in keyed
+        }
+        return going_on and self._check_threshold(state)
+
+
 class DeltaFedAvg(FedAvg):
     """FedAvg whose clients return weight deltas: the (secure) weighted mean delta is added to the global
     weights, so the global weights stay here and every round starts from them."""
@@ -118,6 +135,8 @@ class DeltaFedAvg(FedAvg):
         if self.job.store.is_cancel_requested(self.job.job_id):
             raise JobStopped(JobState.CANCELLED, f"cancelled by its builder before round {server_round}")
         self.check_previous_round(server_round)
+        self.grid.node_errors.clear()  # a round's failure is reported with this round's reasons only
+        self.wait_for_cohort(server_round, client_manager)
         instructions = super().configure_fit(
             server_round, ndarrays_to_parameters(self.weights), client_manager
         )
@@ -156,13 +175,13 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         if server_round != self.job.rounds:
             return []  # held-out quality once, on the final model: evaluation costs a message exchange
-        instructions = super().configure_evaluate(
-            server_round, ndarrays_to_parameters(self.weights), client_manager
-        )
-        return [
-            (client, EvaluateIns(ins.parameters, {"grants": self.job.grants_json}))
-            for client, ins in instructions
-        ]
+        self.check_previous_round(server_round + 1)  # a lost last round fails here, before any waiting
+        # Every node online evaluates: held-out error sums reveal no update, so no cohort minimum applies
+        # (FedAvg's own sampling would wait up to a day for `min_available_clients`).
+        if not client_manager.wait_for(1, timeout=math.ceil(self.job.stage_timeout)):
+            return []  # no node to evaluate on: the job keeps the round's training figures
+        evaluate = EvaluateIns(ndarrays_to_parameters(self.weights), {"grants": self.job.grants_json})
+        return [(client, evaluate) for client in client_manager.all().values()]
 
     def aggregate_evaluate(self, server_round, results, failures):
         sums = ErrorSums.empty()
@@ -208,6 +227,19 @@ class DeltaFedAvg(FedAvg):
                 f"it could be masked{'; ' + reasons if reasons else ''})",
             )
 
+    def wait_for_cohort(self, server_round: int, client_manager: ClientManager) -> None:
+        """Wait a bounded time for the cohort minimum to be online before a training round.
+
+        FedAvg samples through `ClientManager.sample`, which waits up to a day for `min_available_clients`:
+        a job whose nodes stay away must fail with that reason instead of looking 'running' all day.
+        """
+        if not client_manager.wait_for(self.job.min_cohort, timeout=math.ceil(self.job.stage_timeout)):
+            raise JobStopped(
+                JobState.FAILED,
+                f"round {server_round}: {client_manager.num_available()} nodes online after waiting "
+                f"{self.job.stage_timeout:g} s; the job's agreements need at least {self.job.min_cohort}",
+            )
+
     def _shortfall(self, server_round: int, received: int) -> str:
         reasons = "; ".join(
             f"node {node}: {reason}" for node, reason in sorted(self.grid.node_errors.items())
@@ -226,7 +258,7 @@ def main(grid: Grid, context: Context) -> None:
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=job.rounds), strategy=strategy)
     fit_workflow = None
     if job.secagg:
-        fit_workflow = SecAggPlusWorkflow(
+        fit_workflow = SecAggPlusWithoutEarlyDropouts(
             num_shares=job.num_shares,
             reconstruction_threshold=job.reconstruction_threshold,
             max_weight=job.max_weight,

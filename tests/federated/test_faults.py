@@ -259,16 +259,6 @@ def test_a_node_crashed_after_sharing_its_keys_leaves_a_cohort_that_meets_every_
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug (Flower 1.41 SecAgg+ dropout handling): a node lost before it sent its key shares took "
-        "part in no mask, yet SecAggPlusWorkflow.unmask_stage asks every survivor for shares of every node "
-        "sampled at setup (the survivors' secaggplus_mod raises KeyError on the lost node's sk1 share) and "
-        "halts the round; the ServerApp (f67732a) then fails the job 'round 1 ended without an update', "
-        "although both survivors trained in a cohort of 2, which every agreement allows"
-    ),
-)
 def test_a_node_lost_before_sharing_its_keys_leaves_a_round_that_meets_every_minimum(
     faults: FaultSpace, regulator: Regulator, tmp_path: Path
 ) -> None:
@@ -318,16 +308,6 @@ def test_a_node_lost_after_sharing_its_keys_fails_a_job_whose_agreements_need_al
         assert accounts[org].epsilon[agreement.agreement_id] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: the ServerApp notices a round without an update only in the next configure_fit or "
-        "after DefaultWorkflow returns (check_previous_round); in the last round DefaultWorkflow first runs "
-        "the final evaluation, whose FedAvg.configure_evaluate samples min_available_clients (= min_cohort "
-        "= 3) nodes through ClientManager.sample, which waits up to a day for a third node: while the lost "
-        "node stays away the job stays 'running' with no reason"
-    ),
-)
 def test_a_node_lost_before_sharing_its_keys_fails_a_job_whose_agreements_need_all_three(
     faults: FaultSpace, regulator: Regulator, tmp_path: Path
 ) -> None:
@@ -441,16 +421,6 @@ def test_a_restarted_coordinator_marks_a_job_whose_run_is_gone_interrupted(
         assert accounts[org].epsilon[agreement.agreement_id] >= reported * (1 - 1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: FlowerRunner watches only the runs it started itself; recover_jobs rightly leaves a "
-        "job whose run is alive to the restarted runner, which never watches it, so when that run ends "
-        "without the ServerApp ending the job (stopped; or a ServerApp gone with a restarted SuperLink, "
-        "whose run Flower ends 'No heartbeat received from the task' up to 60 s later) the job stays "
-        "'running' for good"
-    ),
-)
 def test_a_job_a_restarted_coordinator_kept_is_not_left_running_when_its_run_ends(
     faults: FaultSpace, regulator: Regulator, tmp_path: Path
 ) -> None:

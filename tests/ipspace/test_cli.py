@@ -120,7 +120,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path 
             assert process.poll() is None, (root / "node.log").read_text()
             assert time.monotonic() < deadline, "the node did not start"
             time.sleep(0.1)
-        yield {"root": root, "node": node, "address": (node / "node.addr").read_text().strip()}
+        yield {
+            "root": root,
+            "node": node,
+            "address": (node / "node.addr").read_text().strip(),
+            "pid": process.pid,
+        }
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -297,6 +302,38 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path: Path) -> None:
     )
     assert result.returncode in (ExitCode.USAGE, ExitCode.CONFIGURATION)
     assert result.stderr.strip(), "an error must say why"
+
+
+def _loaded_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process's memory map from /proc")
+def test_a_node_with_a_training_offer_loads_torch_before_its_first_round(served, tmp_path: Path) -> None:
+    # A copy of the served node (its identity, data and offers) with a training offer added, on its own port.
+    node = tmp_path / "trainer"
+    shutil.copytree(served["node"], node, ignore=shutil.ignore_patterns("node.addr", "node.lock"))
+    offer = {
+        "offer_id": "eu-valuation",
+        "provider_org": "office-x",
+        "dataset": "families",
+        "actions": ["train"],
+        "constraints": {"purposes": ["valuation-research"], "epsilon": 4.0, "delta": 1e-5},
+    }
+    (node / "offers" / "eu-valuation.json").write_text(json.dumps(offer))
+    with (tmp_path / "trainer.log").open("wb") as log:
+        process = subprocess.Popen([*IPSPACE, "node", "serve", str(node)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while not _loaded_torch(process.pid):
+            assert process.poll() is None, (tmp_path / "trainer.log").read_text()
+            assert time.monotonic() < deadline, "no torch loaded two minutes after the start"
+            time.sleep(0.2)
+        assert (node / "node.addr").exists()  # it serves while it loads
+        assert not _loaded_torch(int(served["pid"]))  # a node that offers no training never loads it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=90)  # stop waits for the import to end, then the log to drain
 
 
 def test_the_demo_runs_the_whole_data_space(tmp_path: Path) -> None:
