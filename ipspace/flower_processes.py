@@ -11,7 +11,6 @@ parent-death signal), so a parent killed without the chance to stop it leaves no
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -28,21 +27,6 @@ from crypto.identity import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
 BIN = Path(sys.executable).parent
 SUPERNODE_KEY = "supernode_key"
 STOP_GRACE_S = 5.0
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # loaded before any fork
-
-
-def _end_with_parent(parent_pid: int):
-    """A `preexec_fn`: the child gets SIGTERM when the thread that started it ends, and ends at once if
-    that parent is already gone. It runs between fork and exec, so it calls prctl and nothing else."""
-
-    def set_parent_death_signal() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_parent_death_signal
 
 
 def flower_environment(home: Path) -> dict[str, str]:
@@ -68,6 +52,8 @@ class ChildProcess:
     @classmethod
     def start(cls, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> ChildProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if sys.platform == "linux":  # the child ends with this process, even one killed without cleaning up
+            argv = [sys.executable, "-m", "ipspace.end_with_parent", str(os.getpid()), *argv]
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
                 argv,
@@ -76,7 +62,6 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_end_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl runs there
             )
         return cls(name, popen, log_path)
 
