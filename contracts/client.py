@@ -25,6 +25,8 @@ from contracts.v1 import (
     audit_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
+    matching_pb2,
+    matching_pb2_grpc,
     negotiation_pb2,
     negotiation_pb2_grpc,
     reveal_pb2,
@@ -97,6 +99,7 @@ class NodeClient:
         self.reveal_stub = reveal_pb2_grpc.RevealStub(self._channel)
         self.audit = audit_pb2_grpc.AuditStub(self._channel)
         self.training = training_pb2_grpc.TrainingStub(self._channel)
+        self.matching = matching_pb2_grpc.MatchingStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -236,6 +239,30 @@ class NodeClient:
             weights=weights,
         )
         return self.call(self.training.Evaluate, request)
+
+    # --- matching ----------------------------------------------------------------------------------------
+
+    def match(
+        self,
+        agreement: Agreement,
+        *,
+        parameters: matching_pb2.CkksParameters,
+        evaluation_keys: bytes,
+        query: bytes,
+        projection: bytes,
+    ) -> matching_pb2.MatchResponse:
+        """Encrypted scores of every record the agreement covers (models/matching/encrypted_scores.py builds
+        the query and reads the answer; only the holder of the secret key can)."""
+        request = matching_pb2.MatchRequest(
+            agreement_id=agreement.agreement_id,
+            dataset=agreement.terms.dataset,
+            purpose=agreement.terms.purpose,
+            parameters=parameters,
+            evaluation_keys=evaluation_keys,
+            query=query,
+            projection=projection,
+        )
+        return self.call(self.matching.Match, request)
 
     # --- audit -------------------------------------------------------------------------------------------
 

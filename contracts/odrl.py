@@ -3,7 +3,7 @@
 The mapping uses ODRL's own terms where it has them (Offer, Agreement, uid, target, assigner, assignee,
 permission, constraint; left operands purpose, dateTime, count; operators isAnyOf, eq, lt, lteq, gteq) and the
 ipspace namespace for the rest (our actions, reveal fields, per-request limit, consumer orgs, the privacy
-budget, minimum cohort and model export, signatures).
+budget, minimum cohort and model export, match query limits and score noise, signatures).
 One permission per action (an ODRL rule has one action), each carrying the same constraints. Reading back
 accepts only documents shaped as this module writes them, so `offer_from_odrl(offer_to_odrl(o)) == o` exactly;
 anything else raises OdrlError saying what is wrong.
@@ -46,10 +46,19 @@ _CONSTRAINT_TERMS: dict[tuple[str, str], str] = {
     ("ipspace:delta", "lteq"): "delta",
     ("ipspace:minCohort", "gteq"): "min_cohort",
     ("ipspace:modelExport", "eq"): "model_export",  # written only when true (absent: no export)
+    ("ipspace:matchQueriesPerDay", "lteq"): "match_queries_per_day",
+    ("ipspace:matchQueries", "lteq"): "match_queries_total",
+    ("ipspace:matchScoreNoise", "gteq"): "match_score_noise",
     ("dateTime", "lt"): "expires_at",
 }
-_NUMBER_FIELDS = {"epsilon", "delta"}
-_INTEGER_FIELDS = {"reveal_max_records_per_request", "reveal_max_records_total", "min_cohort"}
+_NUMBER_FIELDS = {"epsilon", "delta", "match_score_noise"}
+_INTEGER_FIELDS = {
+    "reveal_max_records_per_request",
+    "reveal_max_records_total",
+    "min_cohort",
+    "match_queries_per_day",
+    "match_queries_total",
+}
 _PURPOSE_EQ = ("purpose", "eq")
 _COMMON_KEYS = {"@context", "@type", "uid", "assigner", "target", "permission"}
 _OFFER_KEYS = _COMMON_KEYS | {"ipspace:version", "ipspace:approval", "ipspace:description"}

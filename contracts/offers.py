@@ -48,6 +48,11 @@ class Constraints(FrozenModel):
     own accountant over every training job under the agreement (both or neither; without them the provider
     allows training without DP). `min_cohort` is the fewest nodes a secure-aggregation round may have for this
     node to take part: below it, a single node's update would be too easy to single out.
+
+    Matching: `match_queries_per_day` (UTC days) and `match_queries_total` bound the encrypted match queries
+    an agreement may make; absent, the node applies its defaults (policies/matching.py), since enough
+    queries would reconstruct every patent's embedding. `match_score_noise` obliges the node to add Gaussian
+    noise of that standard deviation to every score it returns.
     """
 
     purposes: NameList | None = None
@@ -59,6 +64,9 @@ class Constraints(FrozenModel):
     delta: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None
     min_cohort: Annotated[int, Field(ge=2, le=1000)] | None = None
     model_export: bool = False
+    match_queries_per_day: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
+    match_queries_total: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
+    match_score_noise: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     expires_at: UtcDatetime | None = None
 
     @model_validator(mode="after")

@@ -32,6 +32,9 @@ def init(
     identity: Path = typer.Option(..., help="the node's identity directory (role provider, with its hosts)"),
     dataset: list[str] = typer.Option([], help="NAME=CSV_PATH to import (plain or .gz; repeatable)"),
     id_field: str = typer.Option("id", help="the column that identifies a record"),
+    embed: list[str] = typer.Option(
+        [], help="a text column to embed for encrypted matching (repeatable; joined in the order given)"
+    ),
     description: str = typer.Option("", help="what the datasets hold"),
     source: str = typer.Option("", help="provenance and attribution of the datasets"),
     listen: str = typer.Option("127.0.0.1:0", help="host:port to serve on (port 0: any free port)"),
@@ -51,10 +54,16 @@ def init(
         if not separator:
             raise ValueError(f"--dataset {spec!r} is not NAME=CSV_PATH")
         info = store.import_csv(
-            dataset_name, Path(csv_path), id_field=id_field, description=description, source=source
+            dataset_name,
+            Path(csv_path),
+            id_field=id_field,
+            description=description,
+            source=source,
+            embed_fields=tuple(embed),
         )
         names.append(info.name)
-        console.print(f"imported {info.name}: {info.row_count:,} rows, {len(info.fields)} fields")
+        embedded = f", {' + '.join(embed)} embedded for matching" if embed else ""
+        console.print(f"imported {info.name}: {info.row_count:,} rows, {len(info.fields)} fields{embedded}")
     NodeConfig(name=name, org=org, listen=listen, datasets=names).save(directory)
     console.print(
         f"node {name} ready in {directory}; put offers in {paths.offers}, then 'ipspace node serve'"

@@ -61,13 +61,15 @@ class LocalDataSpace:
         *,
         datasets: dict[str, tuple[Path, str, str, str]],
         offers: Sequence[Offer],
+        embed: dict[str, tuple[str, ...]] | None = None,
         listen: str = "127.0.0.1:0",
         head_every: int = 1000,
         head_interval_s: float = 5.0,
     ) -> Path:
         """A node directory with its own provider identity (hosts: loopback), datasets and offer files.
 
-        ``datasets`` maps a dataset name to (csv path, id field, description, source).
+        ``datasets`` maps a dataset name to (csv path, id field, description, source); ``embed`` maps a
+        dataset name to the text fields embedded at import for matching.
         """
         directory = self.root / "nodes" / name
         paths = NodePaths(directory)
@@ -78,7 +80,14 @@ class LocalDataSpace:
         (paths.identity / "token").chmod(0o600)
         store = DatasetStore(paths.datasets_db)
         for dataset, (csv_path, id_field, description, source) in datasets.items():
-            store.import_csv(dataset, csv_path, id_field=id_field, description=description, source=source)
+            store.import_csv(
+                dataset,
+                csv_path,
+                id_field=id_field,
+                description=description,
+                source=source,
+                embed_fields=(embed or {}).get(dataset, ()),
+            )
         for offer in offers:
             (paths.offers / f"{offer.offer_id}.json").write_text(
                 json.dumps(offer.model_dump(mode="json"), indent=2) + "\n"

@@ -19,15 +19,26 @@ from audit import AuditLog, SignedTreeHead
 from contracts.agreements import Agreement, countersign
 from contracts.offers import Offer
 from crypto import Identity, Principal
+from node.match_cache import PackedRecords, PackedRecordsCache
 from node.rpc_table import GateAction, RequestFacts
-from node.state import REVEAL_RECORDS, AgreementRequestRecord, Effect, NodeState
+from node.state import (
+    MATCH_QUERIES,
+    REVEAL_RECORDS,
+    AgreementRequestRecord,
+    Effect,
+    NodeState,
+    match_queries_on,
+)
 from node.store import DatasetDescription, DatasetInfo, DatasetStore
-from node.store_errors import UnknownDataset, UnknownField
+from node.store_errors import NotEmbedded, UnknownDataset, UnknownField
 from node.training.data import NotTrainable, PreparedData, PreparedDataCache
 from node.training.spend_record import spend_charges
 from policies.decision import Decision, PrivacyObligation
+from policies.matching import MatchObligation
 
 if TYPE_CHECKING:
+    from crypto.ckks import CkksParameters
+    from models.matching.projection import Projection
     from node.training.rounds import RoundPlan
 
 
@@ -206,6 +217,66 @@ class TrainingGrant(Grant):
 
 
 @dataclass
+class MatchGrant(Grant):
+    """The decided dataset's record vectors, packed for encrypted scoring; no vector leaves here."""
+
+    _store: DatasetStore | None = None
+    _state: NodeState | None = None
+    _packed: PackedRecordsCache | None = None
+
+    @property
+    def obligation(self) -> MatchObligation:
+        match = self.decision.obligations.match
+        if match is None:  # decide sets it on every allowed match; a missing one is a wiring bug
+            raise HandlerError(grpc.StatusCode.INTERNAL, "the node failed to serve this call")
+        return match
+
+    def packed_records(self, projection: Projection, parameters: CkksParameters) -> PackedRecords:
+        """The dataset's vectors under `projection`, encoded for `parameters` (built once, then cached).
+
+        Raises HandlerError: NOT_FOUND for a dataset the node does not hold, FAILED_PRECONDITION for one
+        imported without embeddings or embedded by another model than the projection expects.
+        """
+        from crypto.ckks import EvaluationContext
+        from models.matching.encrypted_scores import PackedPatents
+
+        dataset = self.facts.dataset
+        try:
+            info = self._store.info(dataset)
+            key = (info.name, info.source_sha256, info.row_count, projection.digest, parameters)
+
+            def build() -> PackedRecords:
+                embeddings = self._store.embeddings(dataset)
+                vectors = projection.apply(embeddings.vectors)
+                packed = PackedPatents.encode(EvaluationContext.keyless(parameters), vectors)
+                return PackedRecords(embeddings.record_ids, packed)
+
+            return self._packed.get(key, build)
+        except UnknownDataset:
+            raise HandlerError(grpc.StatusCode.NOT_FOUND, f"this node holds no dataset {dataset!r}") from None
+        except NotEmbedded as error:
+            raise HandlerError(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
+
+    def charge_query(self) -> tuple[int, int]:
+        """Charge this query to today's count and the total with the call's audit entry (each checked again
+        against its limit there); returns the queries left (today, in total) after it."""
+        match = self.obligation
+        limits = match.limits
+        agreement_id = self.facts.agreement_id
+        self.effects += [
+            NodeState.charge(agreement_id, MATCH_QUERIES, 1, limits.total),
+            NodeState.charge(agreement_id, match_queries_on(match.day), 1, limits.per_day),
+        ]
+        self.charges["match.queries"] = 1
+        used_today = self._state_used(match_queries_on(match.day))
+        used_total = self._state_used(MATCH_QUERIES)
+        return max(limits.per_day - used_today - 1, 0), max(limits.total - used_total - 1, 0)
+
+    def _state_used(self, kind: str) -> int:
+        return self._state.budget_used(self.facts.agreement_id, kind)
+
+
+@dataclass
 class AuditGrant(Grant):
     _log: AuditLog | None = None
 
@@ -271,6 +342,7 @@ class GrantFactory:
         self._identity = identity
         self._offers = offers
         self._prepared = PreparedDataCache()
+        self._packed = PackedRecordsCache()
 
     def grant_for(self, principal: Principal, action: str, facts: RequestFacts, decision: Decision) -> Grant:
         base = {"principal": principal, "facts": facts, "decision": decision}
@@ -295,6 +367,8 @@ class GrantFactory:
                 return RevealGrant(**base, _store=self._store)
             case GateAction.TRAIN | GateAction.EVALUATE:
                 return TrainingGrant(**base, _store=self._store, _state=self._state, _prepared=self._prepared)
+            case GateAction.MATCH:
+                return MatchGrant(**base, _store=self._store, _packed=self._packed, _state=self._state)
             case GateAction.AUDIT_HEAD | GateAction.AUDIT_READ:
                 return AuditGrant(**base, _log=self._log)
         raise LookupError(f"no grant for action {action!r}")  # the rpc table and this match must agree

@@ -13,8 +13,9 @@ from contracts.errors import ContractError
 from contracts.offers import Action, Offer
 from crypto import Principal, Role
 from node.rpc_table import GateAction, MethodRule, RequestFacts
-from node.state import REVEAL_RECORDS, NodeState
+from node.state import MATCH_QUERIES, REVEAL_RECORDS, NodeState, match_queries_on
 from policies.decision import AccessRequest, BudgetState, Decision, ProviderPolicy, decide
+from policies.matching import utc_day
 from policies.negotiation import (
     decide_proposal,
     decide_provider_admin,
@@ -46,6 +47,8 @@ class PolicyPoint:
                 return self._access(principal, Action.AUDIT_READ, facts, now)
             case GateAction.REVEAL:
                 return self._access(principal, Action.REVEAL, facts, now)
+            case GateAction.MATCH:
+                return self._access(principal, Action.MATCH, facts, now)
             case GateAction.AUDIT_HEAD:
                 return decide_tree_head(principal)
             case GateAction.PROVIDER_ADMIN:
@@ -62,7 +65,13 @@ class PolicyPoint:
         agreement_id = facts.agreement_id
         agreement = self._state.agreement(agreement_id) if agreement_id else None
         revoked = self._state.is_revoked(agreement_id) if agreement_id else False
-        used = self._state.budget_used(agreement_id, REVEAL_RECORDS) if agreement_id else 0
+        budget = BudgetState()
+        if agreement_id:
+            budget = BudgetState(
+                reveal_records_used=self._state.budget_used(agreement_id, REVEAL_RECORDS),
+                match_queries_today=self._state.budget_used(agreement_id, match_queries_on(utc_day(now))),
+                match_queries_total=self._state.budget_used(agreement_id, MATCH_QUERIES),
+            )
         request = AccessRequest(
             principal=principal,
             action=action,
@@ -72,9 +81,7 @@ class PolicyPoint:
             fields=facts.fields,
             record_count=len(facts.record_ids),
         )
-        return decide(
-            request, agreement, revoked, self._policy, BudgetState(reveal_records_used=used), now=now
-        )
+        return decide(request, agreement, revoked, self._policy, budget, now=now)
 
     def _training(self, caller: Principal, facts: RequestFacts, now: datetime, *, evaluate: bool) -> Decision:
         agreement_id = facts.agreement_id

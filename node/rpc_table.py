@@ -19,7 +19,7 @@ from contracts.agreements import Agreement
 from contracts.errors import ContractError
 from contracts.job_grants import JobGrant, load_job_grant
 from contracts.revocations import Revocation
-from contracts.v1 import audit_pb2, catalog_pb2, negotiation_pb2, reveal_pb2, training_pb2
+from contracts.v1 import audit_pb2, catalog_pb2, matching_pb2, negotiation_pb2, reveal_pb2, training_pb2
 
 
 class GateAction(StrEnum):
@@ -32,6 +32,7 @@ class GateAction(StrEnum):
     REVEAL = "reveal"
     TRAIN = "train"  # one local training step under a job grant
     EVALUATE = "train.evaluate"  # aggregate error on held-out rows, under the same grant
+    MATCH = "match"  # encrypted scores of every record, for a query encrypted under the consumer's key
     AUDIT_HEAD = "audit.head"  # signed tree heads are public to members: anyone may keep them
     AUDIT_READ = "audit.read"
 
@@ -152,6 +153,23 @@ def _read_train(request: training_pb2.TrainRequest) -> RequestFacts:
     return replace(facts, round=request.round, cohort_size=request.cohort_size)
 
 
+def _read_match(request: matching_pb2.MatchRequest) -> RequestFacts:
+    for what, value in (
+        ("query", request.query),
+        ("evaluation_keys", request.evaluation_keys),
+        ("projection", request.projection),
+    ):
+        if not value:
+            raise MalformedRequest(f"{what} is empty")
+    if not request.HasField("parameters"):
+        raise MalformedRequest("parameters is empty: name the CKKS parameters the query was encrypted with")
+    return RequestFacts(
+        dataset=_name(request.dataset, "dataset"),
+        agreement_id=_name(request.agreement_id, "agreement_id"),
+        purpose=_name(request.purpose, "purpose"),
+    )
+
+
 def _read_range(request: audit_pb2.GetEntriesRequest) -> RequestFacts:
     if request.start < 0 or request.end < request.start:
         raise MalformedRequest(f"entry range [{request.start}, {request.end}) is not a range")
@@ -184,6 +202,8 @@ RULES: dict[str, MethodRule] = {
     "/ipspace.v1.Reveal/Reveal": MethodRule(GateAction.REVEAL, _read_reveal, 128 * KIB),
     "/ipspace.v1.Training/Train": MethodRule(GateAction.TRAIN, _read_train, 64 * KIB),
     "/ipspace.v1.Training/Evaluate": MethodRule(GateAction.EVALUATE, _read_grant, 64 * KIB),
+    # Rotation keys (about 2 MB), the query ciphertext and the projection; under gRPC's 4 MiB ceiling.
+    "/ipspace.v1.Matching/Match": MethodRule(GateAction.MATCH, _read_match, 3 * 1024 * KIB),
     "/ipspace.v1.Audit/GetTreeHead": MethodRule(GateAction.AUDIT_HEAD),
     "/ipspace.v1.Audit/GetEntries": MethodRule(GateAction.AUDIT_READ, _read_range),
     "/ipspace.v1.Audit/GetInclusionProof": MethodRule(GateAction.AUDIT_READ),

@@ -26,6 +26,8 @@ from contracts.v1 import (
     audit_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
+    matching_pb2,
+    matching_pb2_grpc,
     negotiation_pb2,
     negotiation_pb2_grpc,
     reveal_pb2,
@@ -38,7 +40,14 @@ from node.authn import Authenticator
 from node.config import NodeConfig, NodeConfigError, NodePaths, load_offers
 from node.gate import gate_interceptors
 from node.grants import GrantFactory
-from node.handlers import AuditHandler, CatalogHandler, NegotiationHandler, RevealHandler, TrainingHandler
+from node.handlers import (
+    AuditHandler,
+    CatalogHandler,
+    MatchingHandler,
+    NegotiationHandler,
+    RevealHandler,
+    TrainingHandler,
+)
 from node.policy_point import PolicyPoint
 from node.recorder import Recorder
 from node.state import NodeState
@@ -54,6 +63,7 @@ SERVICE_NAMES = (
     negotiation_pb2.DESCRIPTOR.services_by_name["Negotiation"].full_name,
     reveal_pb2.DESCRIPTOR.services_by_name["Reveal"].full_name,
     training_pb2.DESCRIPTOR.services_by_name["Training"].full_name,
+    matching_pb2.DESCRIPTOR.services_by_name["Matching"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
 )
 
@@ -140,6 +150,7 @@ class NodeServer:
         negotiation_pb2_grpc.add_NegotiationServicer_to_server(NegotiationHandler(), server)
         reveal_pb2_grpc.add_RevealServicer_to_server(RevealHandler(), server)
         training_pb2_grpc.add_TrainingServicer_to_server(TrainingHandler(), server)
+        matching_pb2_grpc.add_MatchingServicer_to_server(MatchingHandler(), server)
         audit_pb2_grpc.add_AuditServicer_to_server(AuditHandler(), server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

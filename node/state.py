@@ -74,6 +74,14 @@ BEGIN SELECT RAISE(ABORT, 'agreements are append-only'); END;
 """
 
 REVEAL_RECORDS = "reveal.records"
+MATCH_QUERIES = "match.queries"
+
+
+def match_queries_on(day: str) -> str:
+    """The budget kind counting one UTC day's match queries (day as YYYY-MM-DD)."""
+    return f"{MATCH_QUERIES}.{day}"
+
+
 # A request's id is its proposal's agreement id, so an approved request joins its stored agreement.
 _SELECT_REQUESTS = (
     "SELECT r.request_id, r.proposal_json, r.consumer_org, r.offer_id, r.purpose, r.state, r.reason,"

@@ -18,7 +18,23 @@ from typing import NamedTuple
 
 from node.field_stats import FieldStatistics
 from node.mock_rows import synthesise_mock_rows
-from node.store_errors import DatasetExists, InvalidDataset, StoreError, UnknownDataset, UnknownField
+from node.store_embeddings import SCHEMA as _EMBEDDINGS_SCHEMA
+from node.store_embeddings import (
+    Embedder,
+    RecordEmbeddings,
+    delete_embeddings,
+    embed_import,
+    read_embeddings,
+    write_embeddings,
+)
+from node.store_errors import (
+    DatasetExists,
+    InvalidDataset,
+    NotEmbedded,
+    StoreError,
+    UnknownDataset,
+    UnknownField,
+)
 from node.store_import import CsvImport, check_dataset_name, table_name
 from node.store_schema import FieldSpec, FieldType, Value, check_identifier, quote_identifier
 
@@ -33,6 +49,8 @@ __all__ = [
     "FieldStatistics",
     "FieldType",
     "InvalidDataset",
+    "NotEmbedded",
+    "RecordEmbeddings",
     "StoreError",
     "UnknownDataset",
     "UnknownField",
@@ -103,6 +121,7 @@ class DatasetStore:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(_METADATA_SCHEMA)
+            connection.executescript(_EMBEDDINGS_SCHEMA)
 
     @classmethod
     def for_node(cls, node_directory: Path) -> DatasetStore:
@@ -125,14 +144,25 @@ class DatasetStore:
         description: str,
         source: str,
         replace: bool = False,
+        embed_fields: Sequence[str] = (),
+        embedder: Embedder | None = None,
     ) -> DatasetInfo:
         """Import a CSV (plain or gzip) as dataset `name`, all or nothing, and compute its statistics.
 
         Column types are inferred (int, float, ISO date, text; the id field is always text); empty cells are
-        missing values. Raises InvalidDataset (bad name or header, ragged row, missing or repeated id) or
-        DatasetExists (the name is taken and `replace` is false). On any error nothing is stored.
+        missing values. With `embed_fields` each record's text in those fields is embedded (by `embedder`,
+        all-MiniLM-L6-v2 when None) and stored for matching. Raises InvalidDataset (bad name or header, ragged
+        row, missing or repeated id, an embedded field that is not text) or DatasetExists (the name is taken
+        and `replace` is false). On any error nothing is stored.
         """
         plan = CsvImport.prepare(name, Path(csv_path), id_field=id_field)
+        embeddings = None
+        if embed_fields:  # before the write transaction: embedding takes seconds to minutes
+            if embedder is None:
+                from models.matching.embeddings import TextEmbedder
+
+                embedder = TextEmbedder()
+            embeddings = embed_import(plan, tuple(embed_fields), embedder)
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -140,7 +170,10 @@ class DatasetStore:
                     if not replace:
                         raise DatasetExists(name)
                     connection.execute("DELETE FROM datasets WHERE name = ?", (name,))
+                    delete_embeddings(connection, name)
                 row_count, statistics = plan.write(connection)
+                if embeddings is not None:
+                    write_embeddings(connection, name, embeddings)
                 info = DatasetInfo(name, description, source, plan.sha256, id_field, row_count, plan.schema)
                 connection.execute(
                     "INSERT INTO datasets (name, description, source, source_sha256, id_field, row_count,"
@@ -236,6 +269,18 @@ class DatasetStore:
         select = ", ".join(quote_identifier(field) for field in info.fields)
         query = f"SELECT {select} FROM {quote_identifier(table_name(name))} ORDER BY rowid"  # noqa: S608
         return tuple(dict(zip(info.fields, values, strict=True)) for values in connection.execute(query))
+
+    def embeddings(self, name: str) -> RecordEmbeddings:
+        """The vectors computed when `name` was imported, in import order.
+
+        For computation on the node (encrypted matching); no reply may carry them. Raises UnknownDataset, or
+        NotEmbedded when the dataset was imported without embedded fields.
+        """
+        self.info(name)
+        embeddings = read_embeddings(self._read().connection, name)
+        if embeddings is None:
+            raise NotEmbedded(name)
+        return embeddings
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -36,3 +36,14 @@ class DatasetExists(StoreError):
             f"a dataset named {name!r} already exists (import with replace=True to overwrite it)"
         )
         self.name = name
+
+
+class NotEmbedded(StoreError):
+    """The dataset was imported without embedded text fields, so it cannot be matched."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"dataset {name!r} was imported without embeddings: import it again naming the text fields to "
+            "embed (ipspace node init --embed FIELD)"
+        )
+        self.name = name

@@ -7,8 +7,8 @@ every well-typed input and raises nothing), and it denies by default: only the p
 - `audit.read`: the caller is of the provider's own org, or holds one of its audit roles (a regulator).
 - `reveal`, `train`, `match`, `valuate`: under an agreement the node holds (already verified when it was
   stored), with this provider, neither revoked nor expired, held by the caller's org, covering the action,
-  dataset and purpose; a reveal also stays within the listed fields and the record limits. (Train, match
-  and valuate budgets, ε and query counts, join these rules when those actions are served.)
+  dataset and purpose; a reveal also stays within the listed fields and the record limits, a match within
+  the agreement's query counts (policies/matching.py). (Train is decided by policies/training.py.)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from enum import StrEnum
 from contracts.agreements import Agreement
 from contracts.offers import Action
 from crypto import Principal, Role
+from policies.matching import MatchLimits, MatchObligation, check_match_budget, utc_day
 from policies.rules import (
     AGREEMENT_ACTIONS,
     Refusal,
@@ -52,6 +53,8 @@ class BudgetState:
 
     reveal_records_used: int = 0
     epsilon_spent: float = 0.0
+    match_queries_today: int = 0  # in the UTC day of the decision's `now`
+    match_queries_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Obligations:
     charge_reveal_records: int = 0
     reveal_records_limit: int | None = None
     privacy: PrivacyObligation | None = None
+    match: MatchObligation | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,8 @@ def _decide_under_agreement(
     )
     if refusal is not None:
         return Decision.deny(refusal)
+    if request.action == Action.MATCH:
+        return _decide_match(agreement_id, agreement, budget, now)
     if request.action != Action.REVEAL:
         return Decision.allow(f"agreement {agreement_id!r} permits {str(request.action)!r}")
     refusal = check_reveal(
@@ -200,6 +206,18 @@ def _decide_under_agreement(
             charge_reveal_records=request.record_count,
             reveal_records_limit=agreement.terms.constraints.reveal_max_records_total,
         ),
+    )
+
+
+def _decide_match(agreement_id: str, agreement: Agreement, budget: BudgetState, now: datetime) -> Decision:
+    limits = MatchLimits.of(agreement.terms.constraints)
+    refusal = check_match_budget(agreement_id, limits, budget.match_queries_today, budget.match_queries_total)
+    if refusal is not None:
+        return Decision.deny(refusal)
+    return Decision.allow(
+        f"agreement {agreement_id!r} permits a match query ({budget.match_queries_total + 1} of "
+        f"{limits.total}; {budget.match_queries_today + 1} of {limits.per_day} today)",
+        Obligations(match=MatchObligation(day=utc_day(now), limits=limits)),
     )
 
 

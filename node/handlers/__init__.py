@@ -2,8 +2,16 @@
 
 from node.handlers.audit import AuditHandler
 from node.handlers.catalog import CatalogHandler
+from node.handlers.matching import MatchingHandler
 from node.handlers.negotiation import NegotiationHandler
 from node.handlers.reveal import RevealHandler
 from node.handlers.training import TrainingHandler
 
-__all__ = ["AuditHandler", "CatalogHandler", "NegotiationHandler", "RevealHandler", "TrainingHandler"]
+__all__ = [
+    "AuditHandler",
+    "CatalogHandler",
+    "MatchingHandler",
+    "NegotiationHandler",
+    "RevealHandler",
+    "TrainingHandler",
+]

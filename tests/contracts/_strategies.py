@@ -43,6 +43,11 @@ def constraints(draw: st.DrawFn) -> Constraints:
         **draw(privacy_budget_fields),
         min_cohort=draw(st.none() | st.integers(min_value=2, max_value=1000)),
         model_export=draw(st.booleans()),
+        match_queries_per_day=draw(st.none() | st.integers(min_value=1, max_value=2**53 - 1)),
+        match_queries_total=draw(st.none() | st.integers(min_value=1, max_value=2**53 - 1)),
+        match_score_noise=draw(
+            st.none() | st.floats(min_value=1e-9, max_value=1, allow_nan=False, allow_infinity=False)
+        ),
         expires_at=draw(st.none() | times),
     )
 

@@ -184,8 +184,13 @@ def test_a_privacy_budget_needs_both_epsilon_and_delta() -> None:
         {"epsilon": float("inf"), "delta": 1e-5},
         {"epsilon": 1.0, "delta": 1.0},
         {"min_cohort": 1},
+        {"match_queries_per_day": 0},
+        {"match_queries_total": 0},
+        {"match_score_noise": 0.0},
+        {"match_score_noise": float("nan")},
+        {"match_score_noise": 2.0},
     ],
 )
-def test_training_constraints_out_of_range_are_refused(bad: dict[str, float]) -> None:
+def test_training_and_match_constraints_out_of_range_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         Constraints(**bad)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -17,6 +17,12 @@ from policies.decision import (
     Outcome,
     ProviderPolicy,
     decide,
+)
+from policies.matching import (
+    DEFAULT_QUERIES_PER_DAY,
+    DEFAULT_QUERIES_TOTAL,
+    MatchLimits,
+    MatchObligation,
 )
 from tests.contracts._helpers import NOW, sample_terms
 
@@ -125,10 +131,49 @@ def test_a_reveal_within_the_agreement_is_allowed_with_its_obligations() -> None
     )
 
 
-def test_match_under_the_agreement_is_allowed_without_reveal_obligations() -> None:
-    decision = _decide(_reveal(action=Action.MATCH, fields=(), record_count=0))
+def _match(budget: BudgetState, agreement: Agreement | None = None, now: datetime = NOW) -> Decision:
+    request = _reveal(action=Action.MATCH, fields=(), record_count=0)
+    return decide(request, agreement or _agreement(), False, POLICY, budget, now=now)
+
+
+def test_match_under_the_agreement_is_allowed_with_the_default_limits_and_no_reveal_obligations() -> None:
+    decision = _match(BudgetState(match_queries_today=3, match_queries_total=7))
     assert decision.allowed
-    assert decision.obligations == Obligations()
+    assert decision.obligations == Obligations(
+        match=MatchObligation(
+            day=NOW.date().isoformat(),
+            limits=MatchLimits(DEFAULT_QUERIES_PER_DAY, DEFAULT_QUERIES_TOTAL, score_noise=0.0),
+        )
+    )
+    assert f"8 of {DEFAULT_QUERIES_TOTAL}; 4 of {DEFAULT_QUERIES_PER_DAY} today" in decision.reason
+
+
+def test_match_past_the_day_s_queries_is_exhausted_until_the_next_utc_day() -> None:
+    decision = _match(BudgetState(match_queries_today=DEFAULT_QUERIES_PER_DAY, match_queries_total=25))
+    _denied(
+        decision,
+        f"allows {DEFAULT_QUERIES_PER_DAY} match queries per UTC day",
+        f"{DEFAULT_QUERIES_TOTAL - 25} remain in total from tomorrow",
+        outcome=Outcome.DENY_EXHAUSTED,
+    )
+
+
+def test_match_past_the_total_is_exhausted_whatever_the_day() -> None:
+    constraints = Constraints(match_queries_per_day=1000, match_queries_total=5, match_score_noise=0.01)
+    agreement = _agreement(constraints=constraints)
+    _denied(
+        _match(BudgetState(match_queries_today=0, match_queries_total=5), agreement),
+        "allows 5 match queries in total and all 5 are used",
+        outcome=Outcome.DENY_EXHAUSTED,
+    )
+    allowed = _match(BudgetState(match_queries_today=999, match_queries_total=4), agreement)
+    assert allowed.obligations.match.limits == MatchLimits(per_day=1000, total=5, score_noise=0.01)
+
+
+def test_a_match_counts_against_the_utc_day_whatever_the_node_s_time_zone() -> None:
+    late_evening_in_new_york = datetime(2026, 3, 1, 22, 30, tzinfo=timezone(timedelta(hours=-5)))
+    decision = _match(BudgetState(), now=late_evening_in_new_york)
+    assert decision.obligations.match.day == "2026-03-02"
 
 
 def test_no_agreement_named() -> None:

@@ -1,0 +1,1 @@
+"""Technology matching: a consumer's need scored against a node's patents under CKKS encryption."""
