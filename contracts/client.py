@@ -250,9 +250,11 @@ class NodeClient:
         evaluation_keys: bytes,
         query: bytes,
         projection: bytes,
+        query_grant_json: str,
     ) -> matching_pb2.MatchResponse:
         """Encrypted scores of every record the agreement covers (models/matching/encrypted_scores.py builds
-        the query and reads the answer; only the holder of the secret key can)."""
+        the query and reads the answer; only the holder of the secret key can). The grant is the consumer's
+        signature over this query (contracts/query_grants.py)."""
         request = matching_pb2.MatchRequest(
             agreement_id=agreement.agreement_id,
             dataset=agreement.terms.dataset,
@@ -261,6 +263,7 @@ class NodeClient:
             evaluation_keys=evaluation_keys,
             query=query,
             projection=projection,
+            query_grant_json=query_grant_json,
         )
         return self.call(self.matching.Match, request)
 

@@ -13,7 +13,9 @@ import numpy as np
 
 from contracts.agreements import Agreement
 from contracts.client import NodeClient
+from contracts.query_grants import match_query_digest, sign_query_grant
 from contracts.v1 import matching_pb2
+from crypto import Identity
 from crypto.ckks import CkksParameters, ConsumerKeys
 from models.matching.encrypted_scores import decrypt_scores, encrypt_query, rotation_steps
 from models.matching.projection import Projection
@@ -30,6 +32,27 @@ class NodeScores:
     queries_left_total: int
 
 
+@dataclass(frozen=True)
+class MatchQuery:
+    """What a node computes with: the parameters, the rotation keys, the ciphertext and the projection."""
+
+    parameters: CkksParameters
+    evaluation_keys: bytes
+    ciphertext: bytes
+    projection: bytes
+
+    @property
+    def digest(self) -> str:
+        """What the consumer's query grant signs (contracts/query_grants.py)."""
+        parameters = self.parameters
+        return match_query_digest(
+            (parameters.poly_modulus_degree, *parameters.coeff_modulus_bits, parameters.scale_bits),
+            self.evaluation_keys,
+            self.ciphertext,
+            self.projection,
+        )
+
+
 def consumer_keys(projection: Projection, parameters: CkksParameters | None = None) -> ConsumerKeys:
     """Fresh keys with exactly the rotation keys a query of the projection's dimension needs."""
     return ConsumerKeys.generate(parameters or CkksParameters(), rotation_steps(projection.dimension))
@@ -43,23 +66,30 @@ def parameters_message(parameters: CkksParameters) -> matching_pb2.CkksParameter
     )
 
 
-def match_node(
-    client: NodeClient,
-    agreement: Agreement,
-    keys: ConsumerKeys,
-    projection: Projection,
-    need: np.ndarray,
-) -> NodeScores:
-    """Score every record the agreement covers against `need` (a MiniLM embedding, 384 values) under
-    encryption. Raises NodeRefused with the node's status and reason."""
-    query = projection.apply(np.asarray(need, dtype=np.float32)[None, :])[0]
-    response = client.match(
-        agreement,
-        parameters=parameters_message(keys.parameters),
-        evaluation_keys=keys.evaluation_keys(),
-        query=encrypt_query(keys, query),
-        projection=projection.to_bytes(),
+def encrypt_need(keys: ConsumerKeys, projection: Projection, need: np.ndarray) -> MatchQuery:
+    """The need (a MiniLM embedding, 384 values) projected and encrypted under the consumer's keys."""
+    projected = projection.apply(np.asarray(need, dtype=np.float32)[None, :])[0]
+    return MatchQuery(
+        keys.parameters, keys.evaluation_keys(), encrypt_query(keys, projected), projection.to_bytes()
     )
+
+
+def send_query(
+    client: NodeClient, agreement: Agreement, query: MatchQuery, consumer: Identity
+) -> matching_pb2.MatchResponse:
+    """Sign a one-use grant for `query` under `agreement` and send both. Raises NodeRefused."""
+    grant = sign_query_grant(consumer, agreement, query.digest)
+    return client.match(
+        agreement,
+        parameters=parameters_message(query.parameters),
+        evaluation_keys=query.evaluation_keys,
+        query=query.ciphertext,
+        projection=query.projection,
+        query_grant_json=grant.model_dump_json(),
+    )
+
+
+def read_answer(keys: ConsumerKeys, response: matching_pb2.MatchResponse) -> NodeScores:
     scores = decrypt_scores(keys, list(response.score_blocks), len(response.record_ids))
     return NodeScores(
         tuple(response.record_ids),
@@ -68,3 +98,17 @@ def match_node(
         response.queries_left_today,
         response.queries_left_total,
     )
+
+
+def match_node(
+    client: NodeClient,
+    agreement: Agreement,
+    *,
+    consumer: Identity,
+    keys: ConsumerKeys,
+    projection: Projection,
+    need: np.ndarray,
+) -> NodeScores:
+    """Score every record the agreement covers against `need` under encryption, straight at one node.
+    Raises NodeRefused with the node's status and reason."""
+    return read_answer(keys, send_query(client, agreement, encrypt_need(keys, projection, need), consumer))

@@ -264,6 +264,7 @@ class MatchGrant(Grant):
         limits = match.limits
         agreement_id = self.facts.agreement_id
         self.effects += [
+            NodeState.use_query_grant(agreement_id, self.facts.query_grant.body.grant_id),
             NodeState.charge(agreement_id, MATCH_QUERIES, 1, limits.total),
             NodeState.charge(agreement_id, match_queries_on(match.day), 1, limits.per_day),
         ]

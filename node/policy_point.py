@@ -48,7 +48,7 @@ class PolicyPoint:
             case GateAction.REVEAL:
                 return self._access(principal, Action.REVEAL, facts, now)
             case GateAction.MATCH:
-                return self._access(principal, Action.MATCH, facts, now)
+                return self._match(principal, facts, now)
             case GateAction.AUDIT_HEAD:
                 return decide_tree_head(principal)
             case GateAction.PROVIDER_ADMIN:
@@ -82,6 +82,28 @@ class PolicyPoint:
             record_count=len(facts.record_ids),
         )
         return decide(request, agreement, revoked, self._policy, budget, now=now)
+
+    def _match(self, caller: Principal, facts: RequestFacts, now: datetime) -> Decision:
+        """A match query is judged for the consumer who signed its grant; the caller is that consumer, or
+        the coordinator forwarding the query (which cannot sign one)."""
+        agreement_id = facts.agreement_id
+        agreement = self._state.agreement(agreement_id) if agreement_id else None
+        grant = facts.query_grant
+        if agreement is None or grant is None:
+            return Decision.deny(Refusal(f"no agreement {agreement_id!r} at this node"))
+        try:
+            consumer = grant.verify(agreement, facts.query_digest, self._ca_cert_pem, now=now)
+        except ContractError as error:
+            return Decision.deny(Refusal(f"the query grant does not hold: {error}"))
+        is_signer = (caller.org, caller.name) == (consumer.org, consumer.name)
+        if not is_signer and caller.role != Role.COORDINATOR:
+            return Decision.deny(
+                Refusal(
+                    f"{caller.name!r} of {caller.org!r} may not send a query {consumer.name!r} signed; only "
+                    "the signer or the coordinator forwarding it may"
+                )
+            )
+        return self._access(consumer, Action.MATCH, facts, now)
 
     def _training(self, caller: Principal, facts: RequestFacts, now: datetime, *, evaluate: bool) -> Decision:
         agreement_id = facts.agreement_id

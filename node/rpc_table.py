@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from contracts.agreements import Agreement
 from contracts.errors import ContractError
 from contracts.job_grants import JobGrant, load_job_grant
+from contracts.query_grants import QueryGrant, load_query_grant, match_query_digest
 from contracts.revocations import Revocation
 from contracts.v1 import audit_pb2, catalog_pb2, matching_pb2, negotiation_pb2, reveal_pb2, training_pb2
 
@@ -61,6 +62,8 @@ class RequestFacts:
     job_grant: JobGrant | None = None
     round: int = 0
     cohort_size: int = 0
+    query_grant: QueryGrant | None = None
+    query_digest: str | None = None  # of the match query the request carries, for its grant to name
 
 
 @dataclass(frozen=True)
@@ -163,10 +166,23 @@ def _read_match(request: matching_pb2.MatchRequest) -> RequestFacts:
             raise MalformedRequest(f"{what} is empty")
     if not request.HasField("parameters"):
         raise MalformedRequest("parameters is empty: name the CKKS parameters the query was encrypted with")
+    try:
+        grant = load_query_grant(_name(request.query_grant_json, "query_grant_json", limit=8 * KIB))
+    except ContractError as error:
+        raise MalformedRequest(f"query_grant_json: {error}") from None
+    parameters = request.parameters
+    digest = match_query_digest(
+        (parameters.poly_modulus_degree, *parameters.coeff_modulus_bits, parameters.scale_bits),
+        request.evaluation_keys,
+        request.query,
+        request.projection,
+    )
     return RequestFacts(
         dataset=_name(request.dataset, "dataset"),
         agreement_id=_name(request.agreement_id, "agreement_id"),
         purpose=_name(request.purpose, "purpose"),
+        query_grant=grant,
+        query_digest=digest,
     )
 
 

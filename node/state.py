@@ -75,6 +75,7 @@ BEGIN SELECT RAISE(ABORT, 'agreements are append-only'); END;
 
 REVEAL_RECORDS = "reveal.records"
 MATCH_QUERIES = "match.queries"
+QUERY_GRANT_PREFIX = "match.grant."  # one budgets row per used query grant: a grant answers once
 
 
 def match_queries_on(day: str) -> str:
@@ -105,6 +106,12 @@ class BudgetExhausted(EffectRefused):
     """A charge would take an agreement past its limit."""
 
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class GrantAlreadyUsed(EffectRefused):
+    """A one-use grant came a second time (a replay)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class AlreadyDecided(EffectRefused):
@@ -275,6 +282,22 @@ class NodeState:
                 "INSERT OR IGNORE INTO revocations VALUES (?, ?, ?)",
                 (revocation.agreement_id, revocation.model_dump_json(), revocation.revoked_at.isoformat()),
             )
+
+        return effect
+
+    @staticmethod
+    def use_query_grant(agreement_id: str, grant_id: str) -> Effect:
+        """Mark a query grant used; refuse (GrantAlreadyUsed) if it was, inside the audit transaction."""
+
+        def effect(connection: sqlite3.Connection) -> None:
+            inserted = connection.execute(
+                "INSERT OR IGNORE INTO budgets (agreement_id, kind, used) VALUES (?, ?, 1)",
+                (agreement_id, f"{QUERY_GRANT_PREFIX}{grant_id}"),
+            )
+            if inserted.rowcount != 1:
+                raise GrantAlreadyUsed(
+                    f"query grant {grant_id} was already used; the consumer signs a new one for each query"
+                )
 
         return effect
 

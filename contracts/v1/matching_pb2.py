@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ontracts/v1/matching.proto\x12\nipspace.v1\"]\n\x0e\x43kksParameters\x12\x1b\n\x13poly_modulus_degree\x18\x01 \x01(\r\x12\x1a\n\x12\x63oeff_modulus_bits\x18\x02 \x03(\r\x12\x12\n\nscale_bits\x18\x03 \x01(\r\"\xb2\x01\n\x0cMatchRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.ipspace.v1.CkksParameters\x12\x17\n\x0f\x65valuation_keys\x18\x05 \x01(\x0c\x12\r\n\x05query\x18\x06 \x01(\x0c\x12\x12\n\nprojection\x18\x07 \x01(\x0c\"\x86\x01\n\rMatchResponse\x12\x14\n\x0cscore_blocks\x18\x01 \x03(\x0c\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x13\n\x0bscore_noise\x18\x03 \x01(\x01\x12\x1a\n\x12queries_left_today\x18\x04 \x01(\x04\x12\x1a\n\x12queries_left_total\x18\x05 \x01(\x04\x32H\n\x08Matching\x12<\n\x05Match\x12\x18.ipspace.v1.MatchRequest\x1a\x19.ipspace.v1.MatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ontracts/v1/matching.proto\x12\nipspace.v1\"]\n\x0e\x43kksParameters\x12\x1b\n\x13poly_modulus_degree\x18\x01 \x01(\r\x12\x1a\n\x12\x63oeff_modulus_bits\x18\x02 \x03(\r\x12\x12\n\nscale_bits\x18\x03 \x01(\r\"\xcc\x01\n\x0cMatchRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.ipspace.v1.CkksParameters\x12\x17\n\x0f\x65valuation_keys\x18\x05 \x01(\x0c\x12\r\n\x05query\x18\x06 \x01(\x0c\x12\x12\n\nprojection\x18\x07 \x01(\x0c\x12\x18\n\x10query_grant_json\x18\x08 \x01(\t\"\x86\x01\n\rMatchResponse\x12\x14\n\x0cscore_blocks\x18\x01 \x03(\x0c\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x13\n\x0bscore_noise\x18\x03 \x01(\x01\x12\x1a\n\x12queries_left_today\x18\x04 \x01(\x04\x12\x1a\n\x12queries_left_total\x18\x05 \x01(\x04\x32H\n\x08Matching\x12<\n\x05Match\x12\x18.ipspace.v1.MatchRequest\x1a\x19.ipspace.v1.MatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CKKSPARAMETERS']._serialized_start=43
   _globals['_CKKSPARAMETERS']._serialized_end=136
   _globals['_MATCHREQUEST']._serialized_start=139
-  _globals['_MATCHREQUEST']._serialized_end=317
-  _globals['_MATCHRESPONSE']._serialized_start=320
-  _globals['_MATCHRESPONSE']._serialized_end=454
-  _globals['_MATCHING']._serialized_start=456
-  _globals['_MATCHING']._serialized_end=528
+  _globals['_MATCHREQUEST']._serialized_end=343
+  _globals['_MATCHRESPONSE']._serialized_start=346
+  _globals['_MATCHRESPONSE']._serialized_end=480
+  _globals['_MATCHING']._serialized_start=482
+  _globals['_MATCHING']._serialized_end=554
 # @@protoc_insertion_point(module_scope)

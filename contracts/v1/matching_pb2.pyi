@@ -17,7 +17,7 @@ class CkksParameters(_message.Message):
     def __init__(self, poly_modulus_degree: _Optional[int] = ..., coeff_modulus_bits: _Optional[_Iterable[int]] = ..., scale_bits: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("agreement_id", "dataset", "purpose", "parameters", "evaluation_keys", "query", "projection")
+    __slots__ = ("agreement_id", "dataset", "purpose", "parameters", "evaluation_keys", "query", "projection", "query_grant_json")
     AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class MatchRequest(_message.Message):
     EVALUATION_KEYS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_GRANT_JSON_FIELD_NUMBER: _ClassVar[int]
     agreement_id: str
     dataset: str
     purpose: str
@@ -32,7 +33,8 @@ class MatchRequest(_message.Message):
     evaluation_keys: bytes
     query: bytes
     projection: bytes
-    def __init__(self, agreement_id: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., parameters: _Optional[_Union[CkksParameters, _Mapping]] = ..., evaluation_keys: _Optional[bytes] = ..., query: _Optional[bytes] = ..., projection: _Optional[bytes] = ...) -> None: ...
+    query_grant_json: str
+    def __init__(self, agreement_id: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., parameters: _Optional[_Union[CkksParameters, _Mapping]] = ..., evaluation_keys: _Optional[bytes] = ..., query: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., query_grant_json: _Optional[str] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("score_blocks", "record_ids", "score_noise", "queries_left_today", "queries_left_total")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -20,11 +21,20 @@ import pytest
 from contracts.agreements import Agreement
 from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
+from contracts.query_grants import sign_query_grant
 from crypto import Identity, Role
 from crypto.ckks import CkksParameters, ConsumerKeys
 from ipspace.cli_identity import read_token
 from ipspace.local_space import LocalDataSpace
-from ipspace.match_query import NodeScores, consumer_keys, match_node, parameters_message
+from ipspace.match_query import (
+    MatchQuery,
+    NodeScores,
+    consumer_keys,
+    encrypt_need,
+    match_node,
+    parameters_message,
+    send_query,
+)
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
 from models.matching.embeddings import TextEmbedder
 from models.matching.encrypted_scores import encrypt_query
@@ -83,17 +93,21 @@ class MatchSpace:
 
     def match(self, agreement: Agreement, member: str = "scout") -> NodeScores:
         with self.client(member) as client:
-            return match_node(client, agreement, self.keys, self.projection, self.need)
+            identity = Identity.load(self.members[member])
+            return match_node(
+                client,
+                agreement,
+                consumer=identity,
+                keys=self.keys,
+                projection=self.projection,
+                need=self.need,
+            )
 
     def raw_match(self, agreement: Agreement, **changes: object):
-        fields = {
-            "parameters": parameters_message(self.keys.parameters),
-            "evaluation_keys": self.keys.evaluation_keys(),
-            "query": encrypt_query(self.keys, self.projection.apply(self.need[None, :])[0]),
-            "projection": self.projection.to_bytes(),
-        } | changes
+        """A query with some parts replaced, under a grant the scout signs over exactly what is sent."""
+        query = replace(encrypt_need(self.keys, self.projection, self.need), **changes)
         with self.client() as client:
-            return client.match(agreement, **fields)
+            return send_query(client, agreement, query, Identity.load(self.members["scout"]))
 
     def plaintext_scores(self) -> tuple[tuple[str, ...], np.ndarray]:
         embeddings = DatasetStore.for_node(self.node_dir).embeddings("families")
@@ -129,6 +143,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatchSpace]:
     members = {
         "scout": local.issue("scout", "acme", Role.CONSUMER),
         "outsider": local.issue("outsider", "globex", Role.CONSUMER),
+        "coordinator": local.issue("coordinator", "ipspace-coordinator", Role.COORDINATOR),
     }
     projection = Projection.initial(seed=7)
     need = TextEmbedder().embed_one(NEED)
@@ -201,7 +216,7 @@ def test_an_agreement_that_obliges_noise_gets_noisy_scores_and_is_told_so(space:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"query": b"\x00" * 1000}, "ciphertext"),
+        ({"ciphertext": b"\x00" * 1000}, "ciphertext"),
         ({"projection": b"\x01\x02\x03"}, "projection"),
         ({"parameters": None}, "does not compute with"),
     ],
@@ -211,8 +226,7 @@ def test_bad_input_is_refused_with_a_reason_recorded_and_not_charged(
 ) -> None:
     agreement = space.agreement("match")
     if change.get("parameters", 0) is None:
-        other = CkksParameters(coeff_modulus_bits=(60, 40, 40, 60))
-        change = {"parameters": parameters_message(other)}
+        change = {"parameters": CkksParameters(coeff_modulus_bits=(60, 40, 40, 60))}
     before = space.match(agreement).queries_left_total
     refused = _refusal(lambda: space.raw_match(agreement, **change))
     assert refused.status == grpc.StatusCode.INVALID_ARGUMENT
@@ -236,9 +250,45 @@ def test_matching_needs_an_agreement_that_covers_it(space: MatchSpace) -> None:
     reveal_only = space.agreement("reveal-only")
     refused = _refusal(lambda: space.match(reveal_only))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED and "match" in refused.reason
+
+
+def _sent_as(space: MatchSpace, sender: str, agreement: Agreement, grant_json: str, query: MatchQuery):
+    with space.client(sender) as client:
+        return client.match(
+            agreement,
+            parameters=parameters_message(query.parameters),
+            evaluation_keys=query.evaluation_keys,
+            query=query.ciphertext,
+            projection=query.projection,
+            query_grant_json=grant_json,
+        )
+
+
+def test_only_the_signer_or_the_coordinator_may_send_a_signed_query(space: MatchSpace) -> None:
     theirs = space.agreement("match", member="outsider")
-    refused = _refusal(lambda: space.match(theirs))  # the scout holds no part in globex's agreement
+    query = encrypt_need(space.keys, space.projection, space.need)
+    grant = sign_query_grant(Identity.load(space.members["outsider"]), theirs, query.digest)
+    refused = _refusal(lambda: _sent_as(space, "scout", theirs, grant.model_dump_json(), query))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
+    assert "only the signer or the coordinator" in refused.reason
+
+    answer = _sent_as(space, "coordinator", theirs, grant.model_dump_json(), query)  # forwarded as signed
+    assert len(answer.record_ids) == ROWS
+
+
+def test_a_query_grant_answers_once_and_only_the_query_it_signed(space: MatchSpace) -> None:
+    agreement = space.agreement("match")
+    query = encrypt_need(space.keys, space.projection, space.need)
+    grant = sign_query_grant(Identity.load(space.members["scout"]), agreement, query.digest).model_dump_json()
+    _sent_as(space, "scout", agreement, grant, query)
+
+    replayed = _refusal(lambda: _sent_as(space, "coordinator", agreement, grant, query))
+    assert replayed.status == grpc.StatusCode.PERMISSION_DENIED and "already used" in replayed.reason
+    other = replace(query, projection=Projection.initial(seed=8).to_bytes())
+    fresh = sign_query_grant(Identity.load(space.members["scout"]), agreement, query.digest).model_dump_json()
+    swapped = _refusal(lambda: _sent_as(space, "coordinator", agreement, fresh, other))
+    assert swapped.status == grpc.StatusCode.PERMISSION_DENIED
+    assert "signed for another query" in swapped.reason
 
 
 def test_a_dataset_imported_without_embeddings_cannot_be_matched(space: MatchSpace) -> None:
@@ -254,7 +304,7 @@ def _scores_for(space: MatchSpace, agreement: Agreement, direction: np.ndarray) 
     """The attacker's raw query: a unit direction of its own choice in the projected space."""
     from models.matching.encrypted_scores import decrypt_scores
 
-    answer = space.raw_match(agreement, query=encrypt_query(space.keys, direction))
+    answer = space.raw_match(agreement, ciphertext=encrypt_query(space.keys, direction))
     return decrypt_scores(space.keys, list(answer.score_blocks), len(answer.record_ids))
 
 
@@ -301,3 +351,12 @@ def test_with_the_default_budget_the_node_refuses_before_the_attack_succeeds(spa
     recovered = np.stack(answers, axis=1) @ directions[: len(answers)]
     cosines = _cosines(recovered, _projected_records(space))
     assert cosines.max() < 0.99, cosines.max()
+
+
+def test_an_expired_query_grant_is_refused_with_its_expiry(space: MatchSpace) -> None:
+    agreement = space.agreement("match")
+    query = encrypt_need(space.keys, space.projection, space.need)
+    scout = Identity.load(space.members["scout"])
+    stale = sign_query_grant(scout, agreement, query.digest, now=datetime.now(UTC) - timedelta(minutes=10))
+    refused = _refusal(lambda: _sent_as(space, "scout", agreement, stale.model_dump_json(), query))
+    assert refused.status == grpc.StatusCode.PERMISSION_DENIED and "expired" in refused.reason
