@@ -9,6 +9,7 @@ Routes (every one authenticated, see ``coordinator.auth``; the job routes live i
 - GET  /jobs, /jobs/{id}         builder (its org's jobs) or regulator (all)
 - POST /jobs/{id}/cancel         builder of the job's org
 - GET  /jobs/{id}/model          builder of the job's org, when every agreement allows export
+- POST /queries/match            a consumer: its encrypted match query, to every node it names an agreement of
 
 At start-up (the lifespan) every queued or running job whose run is gone is marked interrupted with why.
 """
@@ -27,11 +28,12 @@ from starlette.concurrency import run_in_threadpool
 
 from contracts.agreements import Agreement
 from coordinator.agreements import AgreementRegistry, InvalidAgreement, NotAParty, RegisteredAgreement
-from coordinator.auth import AgreementParty, Caller, CallerAuthenticator, authenticated_caller
+from coordinator.auth import AgreementParty, Caller, CallerAuthenticator, QuerySender, authenticated_caller
 from coordinator.catalog import FederatedCatalog, FederatedCatalogView
-from coordinator.events import EventSink, JsonlEventLog
+from coordinator.events import EventSink, JsonlEventLog, audited
 from coordinator.job_routes import Problem, Services, Shared, job_router
 from coordinator.jobs import JobRunner, JobStore, recover_jobs
+from coordinator.match_fanout import MatchFanOut, MatchQueryRequest, MatchQueryResult, UnroutableQuery
 from coordinator.settings import CoordinatorSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,16 @@ def create_app(
     """
     identity = settings.load_identity()
     store = JobStore(settings.database, settings.models_dir)
+    registry = AgreementRegistry(settings.database, identity.ca_cert_pem)
     shared = Services(
         store=store,
-        registry=AgreementRegistry(settings.database, identity.ca_cert_pem),
+        registry=registry,
         catalog=FederatedCatalog(
             settings.nodes, identity, settings.read_token, timeout_s=settings.node_timeout_s
         ),
         runner=runner,
         events=events or JsonlEventLog(settings.events_file),
+        matcher=MatchFanOut(settings.nodes, identity, settings.read_token, registry),
     )
 
     @asynccontextmanager
@@ -126,6 +130,23 @@ def register_agreement(
     if not created:
         response.status_code = status.HTTP_200_OK
     return entry
+
+
+@router.post(
+    "/queries/match",
+    response_model=MatchQueryResult,
+    responses={**_REFUSALS, 400: {"model": Problem}},
+    tags=["queries"],
+)
+def match_query(request: MatchQueryRequest, caller: QuerySender, shared: Shared) -> MatchQueryResult:
+    """Forward an encrypted match query to the node of each agreement it carries a grant for; every node's
+    encrypted answer, or its refusal, comes back. The coordinator holds no key that decrypts either."""
+    target = ",".join(sorted(request.grants))
+    with audited(shared.events, caller, "query.match", target):
+        try:
+            return shared.matcher.send(caller, request)
+        except UnroutableQuery as unroutable:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(unroutable)) from None
 
 
 async def _record_malformed_submission(request: Request, error: RequestValidationError) -> JSONResponse:

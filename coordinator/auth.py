@@ -137,3 +137,6 @@ JobSubmitter = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_ac
 JobCanceller = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_action="job.cancel"))]
 ModelDownloader = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_action="model.download"))]
 AgreementParty = Annotated[Principal, Depends(require_roles(Role.BUILDER, Role.CONSUMER, Role.PROVIDER))]
+QuerySender = Annotated[
+    Principal, Depends(require_roles(Role.CONSUMER, Role.BUILDER, audit_action="query.match"))
+]

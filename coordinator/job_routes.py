@@ -22,6 +22,7 @@ from coordinator.catalog import FederatedCatalog
 from coordinator.events import EventSink, audited
 from coordinator.job_spec import JobCreated, JobRecord, JobState, JobStatus, JobSubmission, JobSummary
 from coordinator.jobs import InvalidTransition, JobExists, JobRunner, JobStore, UnknownJob
+from coordinator.match_fanout import MatchFanOut
 from crypto import Principal, Role
 
 MODEL_MEDIA_TYPE = "application/octet-stream"
@@ -42,6 +43,7 @@ class Services:
     catalog: FederatedCatalog
     runner: JobRunner
     events: EventSink
+    matcher: MatchFanOut
 
 
 def services(request: Request) -> Services:

@@ -42,11 +42,13 @@ Label = Annotated[str, AfterValidator(lambda value: check_label("name", value))]
 
 
 class NodeEndpoint(FrozenModel):
-    """A node whose catalog the coordinator federates; ``server_name`` overrides the TLS name checked."""
+    """A node whose catalog the coordinator federates and to which it forwards match queries; ``server_name``
+    overrides the TLS name checked."""
 
     name: Label
     address: Annotated[str, AfterValidator(_address)]
     server_name: Label | None = None
+    org: Label | None = None  # the provider org it serves; unset, match queries ask the node's offers
 
 
 class CoordinatorSettings(FrozenModel):

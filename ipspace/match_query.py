@@ -7,7 +7,9 @@ with ciphertexts only these keys decrypt (models/matching/encrypted_scores.py).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -112,3 +114,32 @@ def match_node(
     """Score every record the agreement covers against `need` under encryption, straight at one node.
     Raises NodeRefused with the node's status and reason."""
     return read_answer(keys, send_query(client, agreement, encrypt_need(keys, projection, need), consumer))
+
+
+def coordinator_request(query: MatchQuery, grants: dict[str, str]) -> dict[str, Any]:
+    """The JSON body of the coordinator's POST /queries/match: the query's parts and a grant per agreement."""
+    parameters = query.parameters
+    return {
+        "parameters": {
+            "poly_modulus_degree": parameters.poly_modulus_degree,
+            "coeff_modulus_bits": list(parameters.coeff_modulus_bits),
+            "scale_bits": parameters.scale_bits,
+        },
+        "evaluation_keys": base64.b64encode(query.evaluation_keys).decode(),
+        "query": base64.b64encode(query.ciphertext).decode(),
+        "projection": base64.b64encode(query.projection).decode(),
+        "grants": grants,
+    }
+
+
+def read_coordinator_answer(keys: ConsumerKeys, result: dict[str, Any]) -> NodeScores:
+    """One node's entry of the coordinator's answer, decrypted (the entry must hold no error)."""
+    blocks = [base64.b64decode(block) for block in result["score_blocks"]]
+    scores = decrypt_scores(keys, blocks, len(result["record_ids"]))
+    return NodeScores(
+        tuple(result["record_ids"]),
+        scores,
+        result["score_noise"],
+        result["queries_left_today"],
+        result["queries_left_total"],
+    )

@@ -31,6 +31,7 @@ from node.server import NodeServer
 
 DATASET = "lens_drones"
 PURPOSE = "valuation-research"
+MATCH_PURPOSE = "technology-scouting"
 ROWS_PER_NODE = 120
 DP_BUDGET = 2.0  # the "train-dp" offers' epsilon
 MIN_COHORT = 3  # and their minimum SecAgg+ cohort
@@ -69,6 +70,13 @@ def _offers(org: str, *, export: bool) -> list[Offer]:
             dataset=DATASET,
             actions=(Action.REVEAL,),
             constraints=_constraints(PURPOSE, reveal_fields=("title",)),
+        ),
+        Offer(
+            offer_id="match",
+            provider_org=org,
+            dataset=DATASET,
+            actions=(Action.MATCH,),
+            constraints=_constraints(MATCH_PURPOSE),
         ),
     ]
 
@@ -131,6 +139,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Space]:
                 org,
                 offers=_offers(org, export=export),
                 datasets={DATASET: (csv_path, LENS_ID_FIELD, "drone patent families", LENS_SOURCE)},
+                embed={DATASET: ("title",)},
             )
             members[name] = node_dir / "identity"
             server = NodeServer(node_dir)

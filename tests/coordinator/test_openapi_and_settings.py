@@ -20,6 +20,7 @@ EXPECTED_OPERATIONS = {
     ("/jobs/{job_id}", "get"),
     ("/jobs/{job_id}/cancel", "post"),
     ("/jobs/{job_id}/model", "get"),
+    ("/queries/match", "post"),
 }
 
 
