@@ -17,7 +17,16 @@ from rich.console import Console
 from contracts.client import NodeRefused
 from contracts.errors import ContractError
 from crypto.errors import CryptoError
-from ipspace import cli_audit, cli_consumer, cli_coordinator, cli_data, cli_identity, cli_job, cli_node
+from ipspace import (
+    cli_audit,
+    cli_consumer,
+    cli_coordinator,
+    cli_data,
+    cli_identity,
+    cli_job,
+    cli_match,
+    cli_node,
+)
 from ipspace.coordinator_client import CoordinatorRefused
 from ipspace.exit_codes import ExitCode
 from node.config import NodeConfigError
@@ -36,6 +45,7 @@ app.add_typer(cli_job.app, name="job")
 app.add_typer(cli_audit.app, name="audit")
 app.add_typer(cli_data.app, name="data")
 cli_consumer.register(app)
+cli_match.register(app)
 
 
 @app.command()

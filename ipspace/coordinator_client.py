@@ -1,4 +1,5 @@
-"""The builder's client of the coordinator's job API: HTTPS with the member's client certificate and token.
+"""A member's client of the coordinator's API (agreements, jobs, match queries): HTTPS with the member's
+client certificate and token.
 
 The coordinator's certificate must chain to the data space's CA (the only trusted root) and name the host;
 the client certificate and the bound token say who calls (RFC 8705, as with the nodes). A refusal arrives as
@@ -109,3 +110,7 @@ class CoordinatorClient:
 
     def model(self, job_id: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/model").content
+
+    def match(self, body: dict[str, Any], *, timeout_s: float = 120.0) -> dict[str, Any]:
+        """POST /queries/match (ipspace.match_query.coordinator_request builds the body)."""
+        return self._call("POST", "/queries/match", json=body, timeout=timeout_s).json()

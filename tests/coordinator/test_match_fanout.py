@@ -7,6 +7,10 @@ real coordinator over HTTPS with client certificates.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,3 +102,39 @@ def test_a_regulator_sends_no_match_queries(coordinator: Coordinator, projection
         body = coordinator_request(query, {"sha256:" + "0" * 64: "{}"})
         response = client.post("/queries/match", json=body)
     assert response.status_code == 403
+
+
+def test_ipspace_match_ranks_every_node_s_patents_for_a_need_as_plaintext_would(
+    coordinator: Coordinator, projection: Projection
+) -> None:
+    space = coordinator.space
+    _register(coordinator, "carl", ("node-us", "node-eu"))
+    projection_file = space.root / "head.bin"
+    projection_file.write_bytes(projection.to_bytes())
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ipspace", "match", NEED,
+            "--coordinator", coordinator.base_url,
+            "--identity", str(space.members["carl"]),
+            "--top", "5",
+            "--projection", str(projection_file),
+        ],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    need = TextEmbedder().embed_one(NEED)
+    pooled = {
+        record_id: score
+        for node in ("node-us", "node-eu")
+        for record_id, score in zip(
+            DatasetStore.for_node(space.members[node].parent).embeddings(DATASET).record_ids,
+            _plaintext_scores(space, node, projection, need),
+            strict=True,
+        )
+    }
+    best = sorted(pooled, key=pooled.get, reverse=True)[:5]
+    printed = [line for line in result.stdout.splitlines() if any(record in line for record in best)]
+    assert len(printed) == 5, result.stdout  # the five best of both nodes, found under encryption
+    assert "records scored" in result.stdout and "queries left today" in result.stdout
+    assert (space.members["carl"] / "ckks" / "128" / "ckks-secret.key").stat().st_mode & 0o077 == 0
