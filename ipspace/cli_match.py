@@ -13,13 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from contracts.offers import Action
-from contracts.query_grants import sign_query_grant
 from crypto import Identity
 from ipspace.cli_identity import read_token
 from ipspace.coordinator_client import CoordinatorClient
@@ -46,11 +44,7 @@ def match(
 
     Prints the best matches (node, record id, score) and each node's refusal or remaining query budget.
     """
-    from ipspace.match_query import (
-        coordinator_request,
-        encrypt_need,
-        read_coordinator_answer,
-    )
+    from ipspace.match_query import match_via_coordinator
     from models.matching.embeddings import TextEmbedder
     from models.matching.projection import Projection
 
@@ -76,39 +70,31 @@ def match(
                 "offer ('ipspace agree') and register it ('ipspace job register')"
             )
         keys = _keys(identity, projection)
-        query = encrypt_need(keys, projection, TextEmbedder().embed_one(need))
-        grants = {
-            agreement.agreement_id: sign_query_grant(member, agreement, query.digest).model_dump_json()
-            for agreement in agreements
-        }
-        answer = client.match(coordinator_request(query, grants))
-    console.print(
-        f"encrypted need sent to {len(agreements)} node(s) through the coordinator, with {described}"
-    )
-    ranked = []
-    for result in answer["results"]:
-        if result["error"] is not None:
-            error = result["error"]
-            console.print(f"  {result['provider_org']}: refused: {error['status']}: {error['reason']}")
-            continue
-        scores = read_coordinator_answer(keys, result)
+        need_vector = TextEmbedder().embed_one(need)
+        answer = match_via_coordinator(
+            client, member, keys=keys, projection=projection, need=need_vector, agreements=agreements
+        )
+    console.print(f"encrypted need sent to {len(agreements)} node(s) via the coordinator, with {described}")
+    for provider, reason in answer.refusals.items():
+        console.print(f"  {provider}: refused: {reason}")
+    for provider, scores in answer.answers.items():
         console.print(
-            f"  {result['provider_org']} ({result['node']}): {len(scores.record_ids):,} records scored; "
-            f"{scores.queries_left_today} queries left today, {scores.queries_left_total} in total"
+            f"  {provider}: {len(scores.record_ids):,} records scored; {scores.queries_left_today} queries "
+            f"left today, {scores.queries_left_total} in total"
             + (f"; scores carry noise of std {scores.score_noise:g}" if scores.score_noise else "")
         )
-        ranked += [
-            (float(score), result["provider_org"], record_id)
-            for record_id, score in zip(scores.record_ids, scores.scores, strict=True)
-        ]
-    table = Table(title=f"Best matches for: {need}")
-    for column in ("rank", "provider", "record", "score"):
+    console.print(ranked_table(f"Best matches for: {need}", answer.ranked[:top]))
+
+
+def ranked_table(title: str, ranked: list, titles: dict[str, str] | None = None) -> Table:
+    """Rank, provider, record (and its title where revealed), score."""
+    table = Table(title=title)
+    for column in ("rank", "provider", "record", *(("title",) if titles else ()), "score"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    order = np.argsort([-score for score, _, _ in ranked], kind="stable")[:top]
-    for rank, index in enumerate(order, start=1):
-        score, provider, record_id = ranked[index]
-        table.add_row(str(rank), provider, record_id, f"{score:.3f}")
-    console.print(table)
+    for rank, record in enumerate(ranked, start=1):
+        title_cell = ((titles or {}).get(record.record_id, "(not revealed)"),) if titles else ()
+        table.add_row(str(rank), record.provider_org, record.record_id, *title_cell, f"{record.score:.3f}")
+    return table
 
 
 def _keys(identity_dir: Path, projection: Projection) -> ConsumerKeys:

@@ -30,15 +30,17 @@ from audit import BundleInvalid, decode_leaf, verify_bundle
 from contracts.agreements import Agreement
 from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
-from coordinator.settings import CoordinatorSettings
+from coordinator.settings import CoordinatorSettings, NodeEndpoint
 from crypto import Identity, Role
 from ipspace.audit_export import export_node_log
 from ipspace.cli_identity import read_token
-from ipspace.coordinator_host import CoordinatorHost
+from ipspace.coordinator_host import CoordinatorHost, free_port
 from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
+from ipspace.demo_matching import match_offer, run_encrypted_match
 from ipspace.flower_processes import ChildProcess, write_supernode_key
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
+from node.config import NodeConfig
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions
 
 console = Console()
@@ -132,7 +134,9 @@ def _prepare(
         node_dirs[name] = space.init_node(
             name,
             org,
-            offers=[_offer(org, manual), training_offer(org)],
+            offers=[_offer(org, manual), training_offer(org), match_offer(org)],
+            embed={"lens_families": ("title",)},
+            listen=f"127.0.0.1:{free_port()}",  # known before the node starts: the coordinator routes to it
             datasets={
                 "lens_families": (
                     csv_paths[part.provider],
@@ -187,8 +191,12 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> 
     coordinator_identity = space.issue(
         "coordinator", "data-space-operator", Role.COORDINATOR, hosts=LOOPBACK_HOSTS
     )
+    endpoints = [
+        NodeEndpoint(name=name, address=NodeConfig.load(directory).listen, org=NodeConfig.load(directory).org)
+        for name, directory in node_dirs.items()
+    ]
     host = CoordinatorHost(
-        CoordinatorSettings(identity_dir=coordinator_identity, data_dir=root / "coordinator")
+        CoordinatorSettings(identity_dir=coordinator_identity, data_dir=root / "coordinator", nodes=endpoints)
     )
     nodes = _Nodes()
     results: dict[str, dict[str, object]] = {name: {} for name in node_dirs}
@@ -204,7 +212,9 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> 
             f"[bold]3 nodes up[/bold] ({time.monotonic() - started:.1f} s): "
             + ", ".join(f"{n} at {a}" for n, a in addresses.items())
         )
-        _consumer_scenario(consumer, addresses, node_dirs, ids, results)
+        reveal_agreements = _consumer_scenario(consumer, addresses, node_dirs, ids, results)
+        console.print("[bold]Encrypted technology matching[/bold] (CKKS; through the coordinator)")
+        run_encrypted_match(consumer, f"https://127.0.0.1:{api_port}", addresses, reveal_agreements, console)
         console.print("[bold]Federated valuation[/bold] (coordinator: job API + Flower SuperLink)")
         _wait_supernodes(host, len(node_dirs))
         outcome = run_valuation_job(
@@ -227,14 +237,17 @@ def _consumer_scenario(
     node_dirs: dict[str, Path],
     ids: dict[str, list[str]],
     results: dict[str, dict[str, object]],
-) -> None:
-    """The consumer reads each catalog, agrees, reveals, and is refused outside its agreement."""
+) -> dict[str, Agreement]:
+    """The consumer reads each catalog, agrees, reveals, and is refused outside its agreement; returns its
+    scouting agreement with each node."""
     scout = Identity.load(consumer)
+    agreements = {}
     for name, address in addresses.items():
         with NodeClient(address, scout, read_token(consumer)) as client:
             listing = client.list_datasets()
             results[name]["rows"] = listing.datasets[0].row_count
             agreement = _agree(client, node_dirs[name], name)
+            agreements[name] = agreement
             rows, _missing = client.reveal(agreement, ids[name][:2], ["title", "applicants", "cited_count"])
             results[name]["revealed"] = len(rows)
             console.print(
@@ -261,6 +274,7 @@ def _consumer_scenario(
             results[name]["refused"] = len(refusals)
             for line in refusals[: 1 if name != "node-us" else 2]:
                 console.print(f"  {name}: refused {line}")
+    return agreements
 
 
 def _regulator_check(

@@ -14,6 +14,7 @@ from pathlib import Path
 from contracts.offers import Offer
 from crypto import CertificateAuthority, Identity, Role
 from ipspace.cli_identity import write_token
+from ipspace.sample_data import shipped_embedder
 from node.config import NodeConfig, NodePaths
 from node.store import DatasetStore
 
@@ -79,6 +80,7 @@ class LocalDataSpace:
         (paths.identity / "token").write_bytes((identity_dir / "token").read_bytes())
         (paths.identity / "token").chmod(0o600)
         store = DatasetStore(paths.datasets_db)
+        embedder = shipped_embedder() if embed else None
         for dataset, (csv_path, id_field, description, source) in datasets.items():
             store.import_csv(
                 dataset,
@@ -87,6 +89,7 @@ class LocalDataSpace:
                 description=description,
                 source=source,
                 embed_fields=(embed or {}).get(dataset, ()),
+                embedder=embedder,
             )
         for offer in offers:
             (paths.offers / f"{offer.offer_id}.json").write_text(

@@ -19,6 +19,7 @@ from contracts.query_grants import match_query_digest, sign_query_grant
 from contracts.v1 import matching_pb2
 from crypto import Identity
 from crypto.ckks import CkksParameters, ConsumerKeys
+from ipspace.coordinator_client import CoordinatorClient
 from models.matching.encrypted_scores import decrypt_scores, encrypt_query, rotation_steps
 from models.matching.projection import Projection
 
@@ -143,3 +144,50 @@ def read_coordinator_answer(keys: ConsumerKeys, result: dict[str, Any]) -> NodeS
         result["queries_left_today"],
         result["queries_left_total"],
     )
+
+
+@dataclass(frozen=True)
+class RankedRecord:
+    score: float
+    provider_org: str
+    node: str
+    record_id: str
+
+
+@dataclass(frozen=True)
+class FanOutAnswer:
+    """A need matched through the coordinator: every scored record, best first, and each node's outcome."""
+
+    ranked: list[RankedRecord]
+    answers: dict[str, NodeScores]  # provider org -> its decrypted scores
+    refusals: dict[str, str]  # provider org -> "STATUS: the node's reason"
+
+
+def match_via_coordinator(
+    client: CoordinatorClient,
+    member: Identity,
+    *,
+    keys: ConsumerKeys,
+    projection: Projection,
+    need: np.ndarray,
+    agreements: list[Agreement],
+) -> FanOutAnswer:
+    """Encrypt `need` (a MiniLM embedding), sign a grant per agreement, send it through the coordinator and
+    decrypt every node's answer. Raises CoordinatorRefused for a query the coordinator cannot route."""
+    query = encrypt_need(keys, projection, need)
+    grants = {a.agreement_id: sign_query_grant(member, a, query.digest).model_dump_json() for a in agreements}
+    answer = client.match(coordinator_request(query, grants))
+    ranked, answers, refusals = [], {}, {}
+    for result in answer["results"]:
+        provider = result["provider_org"]
+        if result["error"] is not None:
+            refusals[provider] = f"{result['error']['status']}: {result['error']['reason']}"
+            continue
+        scores = read_coordinator_answer(keys, result)
+        answers[provider] = scores
+        ranked += [
+            RankedRecord(float(score), provider, result["node"], record_id)
+            for record_id, score in zip(scores.record_ids, scores.scores, strict=True)
+        ]
+    ranked.sort(key=lambda record: -record.score)
+    return FanOutAnswer(ranked, answers, refusals)

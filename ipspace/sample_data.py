@@ -11,3 +11,16 @@ LENS_SOURCE = (
     "Lens.org patent families on drones (2016 export), via the WIPO Manual on Open Source Patent "
     "Analytics (poldham/opensource-patent-analytics); Lens.org terms: attribution required"
 )
+
+# all-MiniLM-L6-v2 vectors of the shipped texts, made by data/build_embeddings.py (a lookup, not a model run).
+SHIPPED_EMBEDDINGS = DATA_DIR / "embeddings_minilm.npz"
+
+
+def shipped_embedder():
+    """The text embedder for imports: the shipped vectors where they hold the text, the model elsewhere."""
+    from models.matching.embedding_cache import CachedEmbedder, EmbeddingCache
+    from models.matching.embeddings import TextEmbedder
+
+    if not SHIPPED_EMBEDDINGS.exists():
+        return TextEmbedder()
+    return CachedEmbedder(TextEmbedder(), EmbeddingCache.load(SHIPPED_EMBEDDINGS))

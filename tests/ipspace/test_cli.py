@@ -344,4 +344,6 @@ def test_the_demo_runs_the_whole_data_space(tmp_path: Path) -> None:
     assert result.stdout.count("OK (") == 3, result.stdout
     assert "PERMISSION_DENIED" in result.stdout
     assert "Valuation model quality" in result.stdout and "epsilon spent per node" in result.stdout
+    assert "titles scored at 3 nodes" in result.stdout  # the encrypted match reached every node
+    assert "revealed the best match" in result.stdout
     assert LENS_FAMILIES.exists()
