@@ -10,6 +10,10 @@ bytes go through a private temporary directory (mode 0700, memory-backed where /
 once). It does reach SEAL's seeded forms, `Encryptor.encrypt_symmetric(plain)` and
 `KeyGenerator.create_galois_keys(elements)` without an output argument, which send a 64-byte seed instead
 of half of each ciphertext: queries and evaluation keys travel at about half their full size.
+
+A kernel that multiplies two ciphertexts (a polynomial activation) also needs the consumer's
+relinearization key: `ConsumerKeys.generate(..., relinearization=True)` adds it to the evaluation keys,
+which then travel framed (`_EVALUATION_KEYS_FRAME`); without it they stay SEAL's Galois-keys bytes alone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from crypto.errors import CryptoError
 __all__ = [
     "ALLOWED_PARAMETERS",
     "MAX_ROTATION_KEYS",
+    "VALUATION_PARAMETERS",
     "CkksInputError",
     "CkksParameters",
     "ConsumerKeys",
@@ -49,6 +54,10 @@ EVALUATION_KEYS_FILE = "ckks-evaluation.keys"
 # A kernel needs two rotation keys (steps 1 and b); a few more leave room for other kernels while bounding
 # what a node loads per consumer (one key is about 0.36 MB seeded, 0.75 MB expanded, at the defaults).
 MAX_ROTATION_KEYS: Final = 8
+# Evaluation keys with a relinearization key: this prefix, the Galois keys' length (8 bytes, big-endian),
+# SEAL's Galois-keys bytes, then SEAL's relinearization-key bytes. SEAL's own bytes start with its magic
+# 0xA15E, so the prefix cannot be mistaken for them.
+_EVALUATION_KEYS_FRAME: Final = b"ipsCKKS\x01"
 _SCRATCH_DIR: Final = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 (private subdir)
 
 
@@ -144,9 +153,18 @@ class CkksParameters:
         return cls(poly_modulus_degree=degree, coeff_modulus_bits=tuple(bits), scale_bits=scale_bits)
 
 
-# Only the matching kernel's set for now: every set added here must pass SEAL's 128-bit check and be sized
-# so that one query's work and one consumer's keys stay bounded on a node.
-ALLOWED_PARAMETERS: Final[tuple[CkksParameters, ...]] = (CkksParameters(),)
+# The encrypted valuation's set (models/valuation/encrypted.py): 7 rescales by 40-bit primes at scale 2^40
+# (three linear layers, two polynomial activations of depth 2), a 50-bit first prime (the result's last
+# level: values up to +-2^9) and a 60-bit key-switching prime, the largest. With a 60-bit first prime the
+# key prime is no larger than it, and rotations added 50x more error (1e-6 instead of 2e-8 per layer,
+# measured). 390 bits need N = 16384 for 128-bit security (N = 8192 allows 218, too few for 7 levels).
+VALUATION_PARAMETERS: Final = CkksParameters(
+    poly_modulus_degree=16384, coeff_modulus_bits=(50, 40, 40, 40, 40, 40, 40, 40, 60), scale_bits=40
+)
+
+# Every set added here must pass SEAL's 128-bit check and be sized so that one query's work and one
+# consumer's keys stay bounded on a node: the matching kernel's (the defaults) and the valuation's.
+ALLOWED_PARAMETERS: Final[tuple[CkksParameters, ...]] = (CkksParameters(), VALUATION_PARAMETERS)
 
 
 @functools.lru_cache(maxsize=8)
@@ -222,7 +240,7 @@ def _saved_bytes(item: _Saveable) -> bytes:
 
 
 def _load_bytes(
-    item: seal.Ciphertext | seal.GaloisKeys | seal.SecretKey,
+    item: seal.Ciphertext | seal.GaloisKeys | seal.RelinKeys | seal.SecretKey,
     data: bytes,
     context: seal.SEALContext,
     what: str,
@@ -248,9 +266,11 @@ def _max_ciphertext_bytes(parameters: CkksParameters) -> int:
 
 
 def _max_evaluation_key_bytes(parameters: CkksParameters) -> int:
+    """MAX_ROTATION_KEYS Galois keys and a relinearization key (the same size), expanded, at zstd's worst."""
     primes = len(parameters.coeff_modulus_bits)
     per_key = (primes - 1) * 2 * parameters.poly_modulus_degree * primes * 8
-    return seal.Serialization.ComprSizeEstimate(MAX_ROTATION_KEYS * per_key, seal.COMPR_MODE_TYPE.ZSTD) + 4096
+    keys = (MAX_ROTATION_KEYS + 1) * per_key
+    return seal.Serialization.ComprSizeEstimate(keys, seal.COMPR_MODE_TYPE.ZSTD) + 8192
 
 
 def _require_bytes(data: object, limit: int, what: str) -> bytes:
@@ -263,17 +283,39 @@ def _require_bytes(data: object, limit: int, what: str) -> bytes:
     return data
 
 
-def _load_galois_keys(parameters: CkksParameters, data: bytes) -> seal.GaloisKeys:
+def _frame_evaluation_keys(galois_keys: bytes, relin_keys: bytes | None) -> bytes:
+    if relin_keys is None:
+        return galois_keys
+    return _EVALUATION_KEYS_FRAME + len(galois_keys).to_bytes(8, "big") + galois_keys + relin_keys
+
+
+def _load_evaluation_keys(
+    parameters: CkksParameters, data: bytes
+) -> tuple[seal.GaloisKeys, seal.RelinKeys | None]:
+    """The Galois keys, and the relinearization key when the bytes are framed with one."""
     data = _require_bytes(data, _max_evaluation_key_bytes(parameters), "evaluation keys")
+    context = parameters.seal_context()
+    relin_keys = None
+    if data.startswith(_EVALUATION_KEYS_FRAME):
+        header = len(_EVALUATION_KEYS_FRAME) + 8
+        length = int.from_bytes(data[len(_EVALUATION_KEYS_FRAME) : header], "big")
+        if len(data) < header or not 0 < length < len(data) - header:
+            raise CkksInputError("the evaluation keys' frame holds no Galois keys and relinearization key")
+        data, relin_data = data[header : header + length], data[header + length :]
+        relin_keys = seal.RelinKeys()
+        _load_bytes(relin_keys, relin_data, context, "relinearization key")
+        if relin_keys.size() != 1:  # SEAL's CKKS relinearizes size-3 ciphertexts with exactly one key
+            raise CkksInputError(f"{relin_keys.size()} relinearization keys sent; a node loads exactly 1")
     keys = seal.GaloisKeys()
-    _load_bytes(keys, data, parameters.seal_context(), "set of Galois keys")
+    _load_bytes(keys, data, context, "set of Galois keys")
     if keys.size() > MAX_ROTATION_KEYS:
         raise CkksInputError(f"{keys.size()} Galois keys sent; a node loads at most {MAX_ROTATION_KEYS}")
-    return keys
+    return keys, relin_keys
 
 
 class ConsumerKeys:
-    """The consumer's key handle: the CKKS secret key and the Galois keys of the rotation steps it chose.
+    """The consumer's key handle: the CKKS secret key, the Galois keys of the rotation steps it chose and,
+    if asked for, a relinearization key (for kernels that multiply ciphertexts).
 
     It encrypts and decrypts; what a node may have leaves it only as `evaluation_keys()`. It refuses
     pickling, and its repr shows no secret.
@@ -290,6 +332,7 @@ class ConsumerKeys:
         "_encryptor",
         "_evaluation_keys",
         "_parameters",
+        "_relinearization",
         "_secret_key",
         "_steps",
     )
@@ -300,9 +343,11 @@ class ConsumerKeys:
         secret_key: seal.SecretKey,
         evaluation_keys: bytes,
         steps: tuple[int, ...],
+        relinearization: bool = False,
     ) -> None:
         """Use `generate` or `load`."""
         self._parameters = parameters
+        self._relinearization = relinearization
         self._context = parameters.seal_context()
         self._secret_key = secret_key
         self._evaluation_keys = evaluation_keys
@@ -312,8 +357,11 @@ class ConsumerKeys:
         self._decryptor = seal.Decryptor(self._context, secret_key)
 
     @classmethod
-    def generate(cls, parameters: CkksParameters, rotation_steps: Iterable[int]) -> ConsumerKeys:
-        """Fresh keys, with Galois keys for exactly `rotation_steps` (left rotations by that many slots).
+    def generate(
+        cls, parameters: CkksParameters, rotation_steps: Iterable[int], *, relinearization: bool = False
+    ) -> ConsumerKeys:
+        """Fresh keys, with Galois keys for exactly `rotation_steps` (left rotations by that many slots) and,
+        with `relinearization`, the key that relinearizes a product of two ciphertexts.
 
         Raises CkksInputError for parameters SEAL refuses, a step that is zero or not an int, or more than
         MAX_ROTATION_KEYS steps.
@@ -327,8 +375,11 @@ class ConsumerKeys:
         elements = [galois_element(step, parameters.poly_modulus_degree) for step in steps]
         generator = seal.KeyGenerator(context)
         # Without an output argument SEAL returns the seeded, half-size form; it only serializes.
-        evaluation_keys = _saved_bytes(generator.create_galois_keys(elements))
-        return cls(parameters, generator.secret_key(), evaluation_keys, steps)
+        evaluation_keys = _frame_evaluation_keys(
+            _saved_bytes(generator.create_galois_keys(elements)),
+            _saved_bytes(generator.create_relin_keys()) if relinearization else None,  # seeded as well
+        )
+        return cls(parameters, generator.secret_key(), evaluation_keys, steps, relinearization)
 
     @property
     def parameters(self) -> CkksParameters:
@@ -338,9 +389,14 @@ class ConsumerKeys:
     def rotation_steps(self) -> tuple[int, ...]:
         return self._steps
 
+    @property
+    def relinearization(self) -> bool:
+        """Whether the evaluation keys hold a relinearization key."""
+        return self._relinearization
+
     def evaluation_keys(self) -> bytes:
-        """What a node gets: the Galois keys of `rotation_steps` (seeded form). No secret key, and no
-        public key either: a node never encrypts."""
+        """What a node gets: the Galois keys of `rotation_steps` and the relinearization key if there is one
+        (seeded forms). No secret key, and no public key either: a node never encrypts."""
         return self._evaluation_keys
 
     def encrypt(self, values: np.ndarray) -> bytes:
@@ -419,14 +475,17 @@ class ConsumerKeys:
             secret_key, read_file(directory / SECRET_KEY_FILE, "CKKS secret key"), context, "secret key"
         )
         evaluation_keys = read_file(directory / EVALUATION_KEYS_FILE, "CKKS evaluation keys")
-        keys = _load_galois_keys(parameters, evaluation_keys)
+        keys, relin_keys = _load_evaluation_keys(parameters, evaluation_keys)
         for step in steps:
             if not keys.has_key(galois_element(step, parameters.poly_modulus_degree)):
                 raise CkksInputError(f"{directory / EVALUATION_KEYS_FILE} lacks the key for step {step}")
-        return cls(parameters, secret_key, evaluation_keys, steps)
+        return cls(parameters, secret_key, evaluation_keys, steps, relin_keys is not None)
 
     def __repr__(self) -> str:
-        return f"ConsumerKeys(parameters={self._parameters}, rotation_steps={self._steps})"
+        return (
+            f"ConsumerKeys(parameters={self._parameters}, rotation_steps={self._steps}, "
+            f"relinearization={self._relinearization})"
+        )
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("ConsumerKeys holds a CKKS secret key and cannot be pickled or copied")
@@ -434,19 +493,25 @@ class ConsumerKeys:
 
 class EvaluationContext:
     """A node's view of one consumer: the parameters, SEAL's evaluator and encoder, and the consumer's
-    Galois keys. It holds no secret key and cannot decrypt.
+    Galois keys (and relinearization key, if sent). It holds no secret key and cannot decrypt.
 
     `from_bytes` for a consumer's evaluation keys; `keyless` for encoding a node's plaintexts before any
     consumer asks (plaintexts depend only on the parameters).
     """
 
-    __slots__ = ("_context", "_encoder", "_evaluator", "_galois_keys", "_parameters")
+    __slots__ = ("_context", "_encoder", "_evaluator", "_galois_keys", "_parameters", "_relin_keys")
 
-    def __init__(self, parameters: CkksParameters, galois_keys: seal.GaloisKeys | None) -> None:
+    def __init__(
+        self,
+        parameters: CkksParameters,
+        galois_keys: seal.GaloisKeys | None,
+        relin_keys: seal.RelinKeys | None = None,
+    ) -> None:
         """Use `from_bytes` or `keyless`."""
         self._parameters = parameters
         self._context = parameters.seal_context()
         self._galois_keys = galois_keys
+        self._relin_keys = relin_keys
         self._encoder = seal.CKKSEncoder(self._context)
         self._evaluator = seal.Evaluator(self._context)
 
@@ -455,10 +520,11 @@ class EvaluationContext:
         """The context for a consumer's evaluation keys.
 
         Raises CkksInputError for parameters not in ALLOWED_PARAMETERS, more bytes than MAX_ROTATION_KEYS
-        keys take, bytes SEAL does not load as Galois keys valid for these parameters, or too many keys.
+        keys (and a relinearization key) take, bytes SEAL does not load as Galois keys (and a
+        relinearization key) valid for these parameters, or too many keys.
         """
         parameters.require_allowed()
-        return cls(parameters, _load_galois_keys(parameters, evaluation_keys))
+        return cls(parameters, *_load_evaluation_keys(parameters, evaluation_keys))
 
     @classmethod
     def keyless(cls, parameters: CkksParameters) -> EvaluationContext:
@@ -487,6 +553,15 @@ class EvaluationContext:
         if self._galois_keys is None:
             raise CkksInputError("this context holds no consumer's evaluation keys")
         return self._galois_keys
+
+    @property
+    def relin_keys(self) -> seal.RelinKeys:
+        """Raises CkksInputError when the consumer sent no relinearization key (or the context is keyless)."""
+        if self._relin_keys is None:
+            raise CkksInputError(
+                "the consumer sent no relinearization key, which a kernel that multiplies ciphertexts needs"
+            )
+        return self._relin_keys
 
     @property
     def first_parms_id(self) -> list[int]:
@@ -549,4 +624,7 @@ class EvaluationContext:
 
     def __repr__(self) -> str:
         keys = "none" if self._galois_keys is None else self._galois_keys.size()
-        return f"EvaluationContext(parameters={self._parameters}, galois_keys={keys})"
+        relin = self._relin_keys is not None
+        return (
+            f"EvaluationContext(parameters={self._parameters}, galois_keys={keys}, relinearization={relin})"
+        )

@@ -50,6 +50,7 @@ from crypto.ckks import (
 )
 
 __all__ = [
+    "MATCHING_PARAMETERS",
     "MAX_DIMENSION",
     "MAX_NOISE_STD",
     "PackedPatents",
@@ -60,6 +61,8 @@ __all__ = [
     "rotation_steps",
 ]
 
+# The set this kernel is sized for (one rescale); a node refuses match queries under any other allowed set.
+MATCHING_PARAMETERS = CkksParameters()
 # 512 padded values take 512 plaintexts per block of patents: about 64 MB of cache per 8,192 patents.
 MAX_DIMENSION = 512
 # Scores of unit vectors lie in [-1, 1]; noise ten times that range hides them entirely and stays far inside

@@ -19,6 +19,7 @@ from node.grants import HandlerError, MatchGrant, require
 class MatchingHandler(matching_pb2_grpc.MatchingServicer):
     def Match(self, request, context):
         from crypto.ckks import CkksInputError, CkksParameters, EvaluationContext
+        from models.matching.encrypted_scores import MATCHING_PARAMETERS
         from models.matching.projection import Projection, ProjectionError
 
         grant = require(current_grant(), MatchGrant)
@@ -28,7 +29,11 @@ class MatchingHandler(matching_pb2_grpc.MatchingServicer):
                 coeff_modulus_bits=tuple(request.parameters.coeff_modulus_bits),
                 scale_bits=request.parameters.scale_bits,
             )
-            parameters.require_allowed()
+            if parameters != MATCHING_PARAMETERS:  # each kernel runs with its own set: this one's is small
+                raise CkksInputError(
+                    f"a node does not compute with {parameters} for matching; it matches with "
+                    f"{MATCHING_PARAMETERS} only"
+                )
             projection = Projection.from_bytes(request.projection)
             evaluation = EvaluationContext.from_bytes(parameters, request.evaluation_keys)
             records = grant.packed_records(projection, parameters)

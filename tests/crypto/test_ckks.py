@@ -20,6 +20,7 @@ from crypto.ckks import (
     MAX_ROTATION_KEYS,
     PARAMETERS_FILE,
     SECRET_KEY_FILE,
+    VALUATION_PARAMETERS,
     CkksInputError,
     CkksParameters,
     ConsumerKeys,
@@ -57,10 +58,12 @@ def _refused(call: object, *fragments: str) -> CkksInputError:
     return caught.value
 
 
-def test_the_default_parameters_are_the_only_ones_a_node_accepts() -> None:
-    assert (CkksParameters(8192, (60, 40, 60), 40),) == ALLOWED_PARAMETERS
+def test_a_node_accepts_only_the_matching_and_the_valuation_parameters() -> None:
+    assert (CkksParameters(8192, (60, 40, 60), 40), VALUATION_PARAMETERS) == ALLOWED_PARAMETERS
     assert PARAMETERS.slots == 4096
     assert PARAMETERS.scale == 2.0**40
+    assert CkksParameters(16384, (50, 40, 40, 40, 40, 40, 40, 40, 60), 40) == VALUATION_PARAMETERS
+    assert VALUATION_PARAMETERS.seal_context().parameters_set()  # SEAL's 128-bit check passed
 
 
 def test_encrypting_and_decrypting_round_trips_within_the_ckks_error(keys: ConsumerKeys) -> None:
@@ -252,7 +255,9 @@ def test_consumer_keys_refuse_pickling_and_show_no_secret(keys: ConsumerKeys) ->
     for action in (pickle.dumps, copy.copy, copy.deepcopy):
         with pytest.raises(TypeError, match="secret key"):
             action(keys)
-    assert repr(keys) == f"ConsumerKeys(parameters={PARAMETERS}, rotation_steps=(-3, 1, 16))"
+    assert repr(keys) == (
+        f"ConsumerKeys(parameters={PARAMETERS}, rotation_steps=(-3, 1, 16), relinearization=False)"
+    )
 
 
 def test_encrypt_refuses_values_that_do_not_fit(keys: ConsumerKeys) -> None:
@@ -273,3 +278,59 @@ def test_replicate_pads_to_a_power_of_two_and_repeats_over_the_slots() -> None:
     _refused(lambda: replicate(np.zeros(5000), SLOTS), "needs 8192 slots")
     _refused(lambda: replicate(np.zeros((2, 4)), SLOTS), "1-D")
     _refused(lambda: replicate(np.array([np.inf]), SLOTS), "infinite")
+
+
+@pytest.fixture(scope="module")
+def relinearizing_keys() -> ConsumerKeys:
+    return ConsumerKeys.generate(PARAMETERS, [1], relinearization=True)
+
+
+def test_a_relinearization_key_lets_a_node_multiply_two_ciphertexts(relinearizing_keys: ConsumerKeys) -> None:
+    import tenseal.sealapi as seal
+
+    node = EvaluationContext.from_bytes(PARAMETERS, relinearizing_keys.evaluation_keys())
+    values = _values(5)
+    query = node.load_ciphertext(relinearizing_keys.encrypt(values))
+    square = seal.Ciphertext()
+    node.evaluator.square(query, square)
+    node.evaluator.relinearize_inplace(square, node.relin_keys)
+    assert square.size() == 2
+    node.evaluator.rescale_to_next_inplace(square)
+    node.evaluator.rotate_vector_inplace(square, 1, node.galois_keys)  # the Galois keys travel alongside
+    decrypted = relinearizing_keys.decrypt(node.ciphertext_bytes(square), SLOTS)
+    assert np.abs(decrypted - np.roll(values**2, -1)).max() < 1e-5
+    assert relinearizing_keys.relinearization and "relinearization=True" in repr(node)
+
+
+def test_keys_without_relinearization_keep_their_bytes_and_a_node_cannot_multiply_ciphertexts(
+    keys: ConsumerKeys, node: EvaluationContext
+) -> None:
+    assert not keys.relinearization
+    assert keys.evaluation_keys()[:2] == b"\x5e\xa1"  # SEAL's own Galois-keys bytes, as before
+    _refused(lambda: node.relin_keys, "no relinearization key")
+    _refused(lambda: EvaluationContext.keyless(PARAMETERS).relin_keys, "no relinearization key")
+
+
+def test_relinearization_keys_are_saved_and_loaded_with_the_other_keys(
+    relinearizing_keys: ConsumerKeys, tmp_path: Path
+) -> None:
+    relinearizing_keys.save(tmp_path / "consumer")
+    loaded = ConsumerKeys.load(tmp_path / "consumer")
+    assert loaded.relinearization and loaded.evaluation_keys() == relinearizing_keys.evaluation_keys()
+    assert "relinearization=True" in repr(loaded)
+
+
+def test_a_broken_frame_of_evaluation_keys_is_refused(relinearizing_keys: ConsumerKeys) -> None:
+    framed = relinearizing_keys.evaluation_keys()
+    header = framed[:8]
+    galois_length = int.from_bytes(framed[8:16], "big")
+    galois, relin = framed[16 : 16 + galois_length], framed[16 + galois_length :]
+    for data, fragment in [
+        (header + bytes(4), "frame holds no Galois keys"),
+        (header + (len(framed)).to_bytes(8, "big") + galois + relin, "frame holds no Galois keys"),
+        (header + (0).to_bytes(8, "big") + galois + relin, "frame holds no Galois keys"),
+        (header + galois_length.to_bytes(8, "big") + galois + b"garbage", "not a valid relinearization key"),
+        (header + galois_length.to_bytes(8, "big") + galois, "frame holds no Galois keys"),
+        (header + (galois_length - 7).to_bytes(8, "big") + galois + relin, "not a valid"),
+    ]:
+        _refused(lambda data=data: EvaluationContext.from_bytes(PARAMETERS, data), fragment)

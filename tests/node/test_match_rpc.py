@@ -23,7 +23,7 @@ from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
 from contracts.query_grants import sign_query_grant
 from crypto import Identity, Role
-from crypto.ckks import CkksParameters, ConsumerKeys
+from crypto.ckks import VALUATION_PARAMETERS, CkksParameters, ConsumerKeys
 from ipspace.cli_identity import read_token
 from ipspace.local_space import LocalDataSpace
 from ipspace.match_query import (
@@ -219,14 +219,17 @@ def test_an_agreement_that_obliges_noise_gets_noisy_scores_and_is_told_so(space:
         ({"ciphertext": b"\x00" * 1000}, "ciphertext"),
         ({"projection": b"\x01\x02\x03"}, "projection"),
         ({"parameters": None}, "does not compute with"),
+        ({"parameters": "valuation"}, "does not compute with"),
     ],
 )
 def test_bad_input_is_refused_with_a_reason_recorded_and_not_charged(
     space: MatchSpace, change: dict, reason: str
 ) -> None:
     agreement = space.agreement("match")
-    if change.get("parameters", 0) is None:
+    if change.get("parameters", 0) is None:  # a set no node computes with
         change = {"parameters": CkksParameters(coeff_modulus_bits=(60, 40, 40, 60))}
+    elif change.get("parameters") == "valuation":  # allowed, but for the valuation kernel only
+        change = {"parameters": VALUATION_PARAMETERS}
     before = space.match(agreement).queries_left_total
     refused = _refusal(lambda: space.raw_match(agreement, **change))
     assert refused.status == grpc.StatusCode.INVALID_ARGUMENT
