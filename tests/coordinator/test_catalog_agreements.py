@@ -38,6 +38,7 @@ def test_the_catalog_lists_every_node_and_marks_the_one_that_is_down(coordinator
             "train-dp",
             "train-licensing",
             "reveal",
+            "match",
         }
         assert all(offer["offer_digest"].startswith("sha256:") for offer in entry["offers"])
 
