@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from contracts.agreements import Agreement
 from contracts.errors import ContractError
 from contracts.fields import Digest, FrozenModel, Name, OfferId, UtcDatetime, describe_validation_error
-from contracts.signing import Signature, require_party, sign_as_party, verify_party_signature
+from contracts.signing import Signature, require_party, sign_as_party, verify_consumer_grant
 from crypto import Identity, Principal, canonical_json
 
 JOB_GRANT_SIGNATURE_TAG = b"ipspace/job-grant/v1\n"
@@ -81,21 +81,17 @@ class JobGrant(FrozenModel):
         terms = agreement.terms
         if body.agreement_id != agreement.agreement_id:
             raise JobGrantError(f"the grant is for agreement {body.agreement_id[:19]}…, not this one")
-        if (body.dataset, body.purpose) != (terms.dataset, terms.purpose):
-            raise JobGrantError(
-                f"the grant names dataset {body.dataset!r} for {body.purpose!r}; the agreement covers "
-                f"{terms.dataset!r} for {terms.purpose!r}"
-            )
-        if self.signature.role != "consumer":
-            raise JobGrantError("a job grant must be signed by the agreement's consumer")
-        signer = verify_party_signature(
-            self.signature, job_grant_message(body), terms, ca_cert_pem, now=now, error=JobGrantError
+        return verify_consumer_grant(
+            self.signature,
+            job_grant_message(body),
+            terms,
+            ca_cert_pem,
+            named=(body.dataset, body.purpose),
+            window=(body.issued_at, body.expires_at),
+            now=now,
+            error=JobGrantError,
+            kind="job grant",
         )
-        if now < body.issued_at:
-            raise JobGrantError(f"the grant is valid from {body.issued_at.isoformat()}")
-        if now >= body.expires_at:
-            raise JobGrantError(f"the grant expired at {body.expires_at.isoformat()}")
-        return signer
 
 
 def job_grant_message(body: JobGrantBody) -> bytes:

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from contracts.agreements import Agreement
 from contracts.errors import ContractError
 from contracts.fields import Digest, FrozenModel, Name, UtcDatetime, describe_validation_error
-from contracts.signing import Signature, require_party, sign_as_party, verify_party_signature
+from contracts.signing import Signature, require_party, sign_as_party, verify_consumer_grant
 from crypto import Identity, Principal, canonical_json
 
 QUERY_GRANT_SIGNATURE_TAG = b"ipspace/query-grant/v1\n"
@@ -81,23 +81,19 @@ class QueryGrant(FrozenModel):
         terms = agreement.terms
         if body.agreement_id != agreement.agreement_id:
             raise QueryGrantError(f"the grant is for agreement {body.agreement_id[:19]}…, not this one")
-        if (body.dataset, body.purpose) != (terms.dataset, terms.purpose):
-            raise QueryGrantError(
-                f"the grant names dataset {body.dataset!r} for {body.purpose!r}; the agreement covers "
-                f"{terms.dataset!r} for {terms.purpose!r}"
-            )
         if body.query_digest != query_digest:
             raise QueryGrantError("the grant was signed for another query than the one that came with it")
-        if self.signature.role != "consumer":
-            raise QueryGrantError("a query grant must be signed by the agreement's consumer")
-        signer = verify_party_signature(
-            self.signature, query_grant_message(body), terms, ca_cert_pem, now=now, error=QueryGrantError
+        return verify_consumer_grant(
+            self.signature,
+            query_grant_message(body),
+            terms,
+            ca_cert_pem,
+            named=(body.dataset, body.purpose),
+            window=(body.issued_at, body.expires_at),
+            now=now,
+            error=QueryGrantError,
+            kind="query grant",
         )
-        if now < body.issued_at:
-            raise QueryGrantError(f"the grant is valid from {body.issued_at.isoformat()}")
-        if now >= body.expires_at:
-            raise QueryGrantError(f"the grant expired at {body.expires_at.isoformat()}")
-        return signer
 
 
 def query_grant_message(body: QueryGrantBody) -> bytes:

@@ -102,3 +102,35 @@ def sign_as_party(identity: Identity, party: Literal["consumer", "provider"], me
     value = base64.b64encode(identity.sign(message)).decode("ascii")
     certificate = identity.signing_cert_pem.decode("ascii")
     return Signature(signer_org=identity.org, role=party, certificate_pem=certificate, value=value)
+
+
+def verify_consumer_grant(
+    signature: Signature,
+    message: bytes,
+    terms: AgreementTerms,
+    ca_cert_pem: bytes,
+    *,
+    named: tuple[str, str],
+    window: tuple[datetime, datetime],
+    now: datetime,
+    error: type[ContractError],
+    kind: str,
+) -> Principal:
+    """The checks every grant a consumer signs under an agreement shares (job grants, query grants): it names
+    the agreement's (dataset, purpose), the agreement's consumer signed `message`, and `now` is inside its
+    (issued, expires) window. Returns the signer; raises `error` naming the first problem."""
+    dataset, purpose = named
+    if named != (terms.dataset, terms.purpose):
+        raise error(
+            f"the grant names dataset {dataset!r} for {purpose!r}; the agreement covers "
+            f"{terms.dataset!r} for {terms.purpose!r}"
+        )
+    if signature.role != "consumer":
+        raise error(f"a {kind} must be signed by the agreement's consumer")
+    signer = verify_party_signature(signature, message, terms, ca_cert_pem, now=now, error=error)
+    issued_at, expires_at = window
+    if now < issued_at:
+        raise error(f"the grant is valid from {issued_at.isoformat()}")
+    if now >= expires_at:
+        raise error(f"the grant expired at {expires_at.isoformat()}")
+    return signer

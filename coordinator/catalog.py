@@ -103,13 +103,7 @@ class FederatedCatalog:
         return FederatedCatalogView(nodes=entries)
 
     def _fetch_node(self, endpoint: NodeEndpoint, token: str) -> NodeCatalog:
-        client = NodeClient(
-            endpoint.address,
-            self._identity,
-            token,
-            server_name=endpoint.server_name,
-            timeout_s=self._timeout_s,
-        )
+        client = endpoint.client(self._identity, token, timeout_s=self._timeout_s)
         with client:
             try:
                 listing = client.list_datasets()

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
 
 from contracts.agreements import Agreement
-from contracts.client import NodeClient, NodeRefused
+from contracts.client import NodeRefused
 from contracts.v1 import matching_pb2
 from coordinator.agreements import AgreementRegistry
 from coordinator.settings import NodeEndpoint
@@ -134,13 +134,7 @@ class MatchFanOut:
             "provider_org": agreement.terms.provider_org,
             "node": endpoint.name,
         }
-        client = NodeClient(
-            endpoint.address,
-            self._identity,
-            token,
-            server_name=endpoint.server_name,
-            timeout_s=self._timeout_s,
-        )
+        client = endpoint.client(self._identity, token, timeout_s=self._timeout_s)
         with client:
             try:
                 answer = client.match(
@@ -173,13 +167,7 @@ class MatchFanOut:
 
     def _org_of(self, endpoint: NodeEndpoint) -> str | None:
         if endpoint.name not in self._orgs:
-            client = NodeClient(
-                endpoint.address,
-                self._identity,
-                self._read_token(),
-                server_name=endpoint.server_name,
-                timeout_s=self._timeout_s,
-            )
+            client = endpoint.client(self._identity, self._read_token(), timeout_s=self._timeout_s)
             with client:
                 try:
                     orgs = {offer.provider_org for offer in client.offers()}

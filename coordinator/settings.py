@@ -12,6 +12,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from contracts.client import NodeClient
 from contracts.fields import FrozenModel, describe_validation_error
 from crypto import Identity, Role
 from crypto.errors import CryptoError
@@ -49,6 +50,10 @@ class NodeEndpoint(FrozenModel):
     address: Annotated[str, AfterValidator(_address)]
     server_name: Label | None = None
     org: Label | None = None  # the provider org it serves; unset, match queries ask the node's offers
+
+    def client(self, identity: Identity, token: str, *, timeout_s: float) -> NodeClient:
+        """A client of this node under the coordinator's identity (role coordinator) and token."""
+        return NodeClient(self.address, identity, token, server_name=self.server_name, timeout_s=timeout_s)
 
 
 class CoordinatorSettings(FrozenModel):
