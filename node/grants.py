@@ -221,7 +221,6 @@ class MatchGrant(Grant):
     """The decided dataset's record vectors, packed for encrypted scoring; no vector leaves here."""
 
     _store: DatasetStore | None = None
-    _state: NodeState | None = None
     _packed: PackedRecordsCache | None = None
 
     @property
@@ -235,9 +234,10 @@ class MatchGrant(Grant):
         """The dataset's vectors under `projection`, encoded for `parameters` (built once, then cached).
 
         Raises HandlerError: NOT_FOUND for a dataset the node does not hold, FAILED_PRECONDITION for one
-        imported without embeddings or embedded by another model than the projection expects.
+        imported without embeddings or embedded by another model than the one consumers embed needs with.
         """
         from crypto.ckks import EvaluationContext
+        from models.matching.embeddings import MODEL_ID
         from models.matching.encrypted_scores import PackedPatents
 
         dataset = self.facts.dataset
@@ -247,6 +247,12 @@ class MatchGrant(Grant):
 
             def build() -> PackedRecords:
                 embeddings = self._store.embeddings(dataset)
+                if embeddings.model_id != MODEL_ID:  # scores across two models' spaces would mean nothing
+                    raise HandlerError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"dataset {dataset!r} was embedded with {embeddings.model_id}; queries are embedded "
+                        f"with {MODEL_ID}: import it again with --embed",
+                    )
                 vectors = projection.apply(embeddings.vectors)
                 packed = PackedPatents.encode(EvaluationContext.keyless(parameters), vectors)
                 return PackedRecords(embeddings.record_ids, packed)
@@ -269,12 +275,7 @@ class MatchGrant(Grant):
             NodeState.charge(agreement_id, match_queries_on(match.day), 1, limits.per_day),
         ]
         self.charges["match.queries"] = 1
-        used_today = self._state_used(match_queries_on(match.day))
-        used_total = self._state_used(MATCH_QUERIES)
-        return max(limits.per_day - used_today - 1, 0), max(limits.total - used_total - 1, 0)
-
-    def _state_used(self, kind: str) -> int:
-        return self._state.budget_used(self.facts.agreement_id, kind)
+        return match.left_after()
 
 
 @dataclass
@@ -369,7 +370,7 @@ class GrantFactory:
             case GateAction.TRAIN | GateAction.EVALUATE:
                 return TrainingGrant(**base, _store=self._store, _state=self._state, _prepared=self._prepared)
             case GateAction.MATCH:
-                return MatchGrant(**base, _store=self._store, _packed=self._packed, _state=self._state)
+                return MatchGrant(**base, _store=self._store, _packed=self._packed)
             case GateAction.AUDIT_HEAD | GateAction.AUDIT_READ:
                 return AuditGrant(**base, _log=self._log)
         raise LookupError(f"no grant for action {action!r}")  # the rpc table and this match must agree

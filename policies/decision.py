@@ -217,7 +217,14 @@ def _decide_match(agreement_id: str, agreement: Agreement, budget: BudgetState, 
     return Decision.allow(
         f"agreement {agreement_id!r} permits a match query ({budget.match_queries_total + 1} of "
         f"{limits.total}; {budget.match_queries_today + 1} of {limits.per_day} today)",
-        Obligations(match=MatchObligation(day=utc_day(now), limits=limits)),
+        Obligations(
+            match=MatchObligation(
+                day=utc_day(now),
+                limits=limits,
+                used_today=budget.match_queries_today,
+                used_total=budget.match_queries_total,
+            )
+        ),
     )
 
 

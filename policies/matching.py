@@ -48,6 +48,15 @@ class MatchObligation:
 
     day: str  # the UTC day the query counts against, YYYY-MM-DD
     limits: MatchLimits
+    used_today: int = 0  # as the decision read them: what the answer reports as left
+    used_total: int = 0
+
+    def left_after(self) -> tuple[int, int]:
+        """The queries left (today, in total) once this one is charged."""
+        return (
+            max(self.limits.per_day - self.used_today - 1, 0),
+            max(self.limits.total - self.used_total - 1, 0),
+        )
 
 
 def utc_day(now: datetime) -> str:

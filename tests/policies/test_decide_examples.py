@@ -143,6 +143,8 @@ def test_match_under_the_agreement_is_allowed_with_the_default_limits_and_no_rev
         match=MatchObligation(
             day=NOW.date().isoformat(),
             limits=MatchLimits(DEFAULT_QUERIES_PER_DAY, DEFAULT_QUERIES_TOTAL, score_noise=0.0),
+            used_today=3,
+            used_total=7,
         )
     )
     assert f"8 of {DEFAULT_QUERIES_TOTAL}; 4 of {DEFAULT_QUERIES_PER_DAY} today" in decision.reason
