@@ -52,7 +52,7 @@ cli_match.register(app)
 def demo(
     workdir: str = typer.Option("demo-space", help="where the demo's CA, identities and nodes are made"),
     keep: bool = typer.Option(False, help="keep the work directory afterwards"),
-    rounds: int = typer.Option(4, min=1, max=30, help="rounds of the federated valuation job"),
+    rounds: int = typer.Option(3, min=1, max=30, help="rounds of the federated valuation job"),
 ) -> None:
     """Run a complete local data space: CA, three provider nodes on real data, a coordinator with a federated
     valuation job, a consumer and a regulator."""

@@ -59,7 +59,7 @@ REVEAL_FIELDS = (
     "cpc_classifications",
 )
 START_TIMEOUT_S = 30.0
-DEMO_ROUNDS = 4  # SecAgg+ rounds cost about 25 s each here: four keep the whole demo within 3 minutes
+DEMO_ROUNDS = 3  # SecAgg+ rounds cost about 25 s each here: three keep the whole demo within 3 minutes
 NODE_STOP_GRACE_S = 10.0  # a node stops its SuperNode (up to 5 s) before itself
 
 
