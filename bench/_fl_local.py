@@ -93,7 +93,9 @@ def _proxy_call(
 ) -> float:
     began = time.perf_counter()
     try:
-        flower_proxy.train(settings, grants_json, weights, round_number=round_number, cohort_size=1)
+        flower_proxy.train(
+            settings, grants_json, weights, task="valuation", round_number=round_number, cohort_size=1
+        )
     except NodeRefused as refused:
         raise BenchFailed(f"a calibration Train call was refused: {refused}") from None
     return time.perf_counter() - began

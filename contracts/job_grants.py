@@ -24,6 +24,8 @@ MAX_ROUNDS = 100
 MAX_GRANT_LIFETIME = timedelta(days=7)
 
 JobId = OfferId  # the same safe token shape: letters, digits, '.', '_', '-'
+# What a job trains: the valuation network or the matching head (models/tasks.py holds their wire formats).
+TaskName = Literal["valuation", "matching"]
 
 
 class JobGrantError(ContractError):
@@ -31,7 +33,10 @@ class JobGrantError(ContractError):
 
 
 class TrainingSettings(FrozenModel):
-    """The local step every node runs in each round (the node picks the noise itself, from the budget)."""
+    """The local step every node runs in each round (the node picks the noise itself, from the budget).
+
+    The defaults are the valuation network's; `default_settings` gives each task's.
+    """
 
     # Defaults chosen by bench/valuation.py on validation rows carved from the training rows.
     local_steps: Annotated[int, Field(ge=1, le=1000)] = 20
@@ -41,11 +46,20 @@ class TrainingSettings(FrozenModel):
     reference_year: Annotated[int, Field(ge=1900, le=2100)] = 2017  # the year patent ages are counted to
 
 
+# The matching head's, chosen by bench/matching_federated.py on a tuning split carved from the train pairs.
+MATCHING_SETTINGS = TrainingSettings(local_steps=20, batch_size=256, learning_rate=2.0, max_grad_norm=1.0)
+
+
+def default_settings(task: TaskName) -> TrainingSettings:
+    """The local-step settings a job of `task` gets when its spec names none."""
+    return MATCHING_SETTINGS if task == "matching" else TrainingSettings()
+
+
 class JobGrantBody(FrozenModel):
     """What the consumer consents to; every field is signed."""
 
     job_id: JobId
-    task: Literal["valuation"] = "valuation"
+    task: TaskName = "valuation"
     agreement_id: Digest
     dataset: Name
     purpose: Name
@@ -106,11 +120,13 @@ def sign_job_grant(
     job_id: str,
     rounds: int,
     epsilon: float | None,
+    task: TaskName = "valuation",
     settings: TrainingSettings | None = None,
     lifetime: timedelta = timedelta(days=1),
     now: datetime | None = None,
 ) -> JobGrant:
-    """A grant for `job_id` under `agreement`, signed by `consumer`.
+    """A grant for `job_id` (training `task`'s model) under `agreement`, signed by `consumer`; `settings`
+    default to the task's (`default_settings`).
 
     Raises JobGrantError when `consumer` may not sign for the agreement's consumer side or a value is out of
     range (the message names the field).
@@ -120,12 +136,13 @@ def sign_job_grant(
     try:
         body = JobGrantBody(
             job_id=job_id,
+            task=task,
             agreement_id=agreement.agreement_id,
             dataset=agreement.terms.dataset,
             purpose=agreement.terms.purpose,
             rounds=rounds,
             epsilon=epsilon,
-            settings=settings or TrainingSettings(),
+            settings=settings or default_settings(task),
             issued_at=issued_at,
             expires_at=issued_at + lifetime,
         )

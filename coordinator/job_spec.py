@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import secrets
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.fields import Digest, FrozenModel, Name, UtcDatetime, distinct
-from contracts.job_grants import MAX_ROUNDS, JobId, TrainingSettings
+from contracts.job_grants import MAX_ROUNDS, JobId, TaskName, TrainingSettings, default_settings
 
 MAX_AGREEMENTS = 64
 MAX_GRANT_CHARS = 64 * 1024
@@ -46,9 +46,10 @@ def new_job_id() -> str:
 
 
 class JobSpec(FrozenModel):
-    """A job spec (the JSON file of ``ipspace job submit SPEC``); ``epsilon`` must be given, null: no DP."""
+    """A job spec (the JSON file of ``ipspace job submit SPEC``); ``epsilon`` must be given, null: no DP.
+    Without ``model`` the task's default settings apply (`contracts.job_grants.default_settings`)."""
 
-    task: Literal["valuation"]
+    task: TaskName
     dataset: Name
     purpose: Name
     agreements: Annotated[
@@ -58,6 +59,14 @@ class JobSpec(FrozenModel):
     epsilon: Epsilon | None = Field(description="the most the job may spend per node; null: no DP")
     model: TrainingSettings = TrainingSettings()
     secagg: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_settings(cls, data: object) -> object:
+        # Filled in before validation, so a matching job without settings does not get the valuation ones.
+        if isinstance(data, dict) and data.get("model") is None and data.get("task") in get_args(TaskName):
+            return {**data, "model": default_settings(data["task"])}
+        return data
 
 
 class JobSubmission(JobSpec):

@@ -35,6 +35,11 @@ def init(
     embed: list[str] = typer.Option(
         [], help="a text column to embed for encrypted matching (repeatable; joined in the order given)"
     ),
+    embed_each: list[str] = typer.Option(
+        [],
+        help="a text column to embed on its own (repeatable), e.g. a phrase pair's anchor and target, "
+        "to train the matching head",
+    ),
     description: str = typer.Option("", help="what the datasets hold"),
     source: str = typer.Option("", help="provenance and attribution of the datasets"),
     listen: str = typer.Option("127.0.0.1:0", help="host:port to serve on (port 0: any free port)"),
@@ -60,9 +65,11 @@ def init(
             description=description,
             source=source,
             embed_fields=tuple(embed),
+            embed_each=tuple(embed_each),
         )
         names.append(info.name)
         embedded = f", {' + '.join(embed)} embedded for matching" if embed else ""
+        embedded += f", {' and '.join(embed_each)} embedded one by one" if embed_each else ""
         console.print(f"imported {info.name}: {info.row_count:,} rows, {len(info.fields)} fields{embedded}")
     NodeConfig(name=name, org=org, listen=listen, datasets=names).save(directory)
     console.print(

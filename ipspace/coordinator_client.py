@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from contracts.agreements import Agreement
-from contracts.job_grants import TrainingSettings, sign_job_grant
+from contracts.job_grants import TrainingSettings, default_settings, sign_job_grant
 from crypto import Identity
 from crypto.identity import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
 
@@ -80,7 +80,9 @@ class CoordinatorClient:
         """
         identity = Identity.load(self._identity_dir)
         held = {agreement.agreement_id: agreement for agreement in self.agreements()}
-        settings = TrainingSettings.model_validate(spec.get("model", {}))
+        task = spec.get("task", "valuation")
+        given = spec.get("model")
+        settings = default_settings(task) if given is None else TrainingSettings.model_validate(given)
         grants = {}
         for agreement_id in spec["agreements"]:
             if agreement_id not in held:
@@ -93,6 +95,7 @@ class CoordinatorClient:
                 job_id=job_id,
                 rounds=spec["rounds"],
                 epsilon=spec.get("epsilon"),
+                task=task,
                 settings=settings,
             )
             grants[agreement_id] = grant.model_dump_json()

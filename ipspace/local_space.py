@@ -63,6 +63,7 @@ class LocalDataSpace:
         datasets: dict[str, tuple[Path, str, str, str]],
         offers: Sequence[Offer],
         embed: dict[str, tuple[str, ...]] | None = None,
+        embed_each: dict[str, tuple[str, ...]] | None = None,
         listen: str = "127.0.0.1:0",
         head_every: int = 1000,
         head_interval_s: float = 5.0,
@@ -70,7 +71,8 @@ class LocalDataSpace:
         """A node directory with its own provider identity (hosts: loopback), datasets and offer files.
 
         ``datasets`` maps a dataset name to (csv path, id field, description, source); ``embed`` maps a
-        dataset name to the text fields embedded at import for matching.
+        dataset name to the text fields embedded (joined) at import for matching, ``embed_each`` to the
+        fields embedded one by one (a phrase pair's anchor and target, for training the matching head).
         """
         directory = self.root / "nodes" / name
         paths = NodePaths(directory)
@@ -80,7 +82,7 @@ class LocalDataSpace:
         (paths.identity / "token").write_bytes((identity_dir / "token").read_bytes())
         (paths.identity / "token").chmod(0o600)
         store = DatasetStore(paths.datasets_db)
-        embedder = shipped_embedder() if embed else None
+        embedder = shipped_embedder() if embed or embed_each else None
         for dataset, (csv_path, id_field, description, source) in datasets.items():
             store.import_csv(
                 dataset,
@@ -89,6 +91,7 @@ class LocalDataSpace:
                 description=description,
                 source=source,
                 embed_fields=(embed or {}).get(dataset, ()),
+                embed_each=(embed_each or {}).get(dataset, ()),
                 embedder=embedder,
             )
         for offer in offers:

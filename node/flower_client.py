@@ -1,4 +1,4 @@
-"""The ClientApp a node's SuperNode runs for a valuation job: a thin proxy to the node's own gate.
+"""The ClientApp a node's SuperNode runs for a training job: a thin proxy to the node's own gate.
 
 It imports no torch and reads no rows: each train message becomes one `Train` call to the node (which checks
 the job grant, the agreement, the cohort and the privacy budget, trains on its own rows and charges the
@@ -59,6 +59,7 @@ def train(message: Message, context: Context) -> Message:
             settings,
             str(instruction.config["grants"]),
             parameters_to_ndarrays(instruction.parameters),
+            task=str(context.run_config["task"]),
             round_number=int(instruction.config["round"]),
             cohort_size=cohort,
         )
@@ -79,7 +80,10 @@ def evaluate(message: Message, context: Context) -> Message:
     instruction = compat.recorddict_to_evaluateins(message.content, keep_input=True)
     try:
         count, metrics = flower_proxy.evaluate(
-            settings, str(instruction.config["grants"]), parameters_to_ndarrays(instruction.parameters)
+            settings,
+            str(instruction.config["grants"]),
+            parameters_to_ndarrays(instruction.parameters),
+            task=str(context.run_config["task"]),
         )
     except NodeRefused as refused:
         raise RefusedByNode(settings.org(), refused) from None

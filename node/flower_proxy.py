@@ -20,7 +20,7 @@ import numpy as np
 
 from contracts.client import NodeClient
 from crypto import Identity
-from models.valuation.wire import weights_from_bytes, weights_to_bytes
+from models.tasks import task_wire
 
 NODE_ADDRESS_KEY = "node-address"
 IDENTITY_DIR_KEY = "identity-dir"
@@ -79,35 +79,39 @@ def train(
     grants_json: str,
     weights: list[np.ndarray],
     *,
+    task: str,
     round_number: int,
     cohort_size: int,
 ) -> TrainOutcome:
-    """One round at this node. Raises NodeRefused (the node's status and reason), NoGrantForThisNode."""
+    """One round at this node. Raises NodeRefused (the node's status and reason), NoGrantForThisNode, and
+    models.tasks.UnknownTask / WireFormatError for weights that are not `task`'s model's."""
     grant = grant_for(settings, grants_json)
+    wire = task_wire(task)  # the node checks the grant's own task against what it is sent
     with settings.client() as node:
-        reply = node.train(
-            grant, weights_to_bytes(weights), round_number=round_number, cohort_size=cohort_size
-        )
+        reply = node.train(grant, wire.to_bytes(weights), round_number=round_number, cohort_size=cohort_size)
     metrics = {
         "train_loss": reply.train_loss,
         "epsilon_spent": reply.epsilon_spent,
         "epsilon_budget": reply.epsilon_budget,
         "noise_multiplier": reply.noise_multiplier,
     }
-    return TrainOutcome(weights_from_bytes(reply.weights_delta), int(reply.num_examples), metrics)
+    return TrainOutcome(wire.from_bytes(reply.weights_delta), int(reply.num_examples), metrics)
 
 
 def evaluate(
-    settings: ProxySettings, grants_json: str, weights: list[np.ndarray]
+    settings: ProxySettings, grants_json: str, weights: list[np.ndarray], *, task: str
 ) -> tuple[int, dict[str, float]]:
-    """Held-out error sums of `weights` at this node, as (held-out rows, metrics)."""
+    """Held-out error and correlation sums of `weights` at this node, as (held-out rows, metrics)."""
     grant = grant_for(settings, grants_json)
     with settings.client() as node:
-        reply = node.evaluate(grant, weights_to_bytes(weights))
+        reply = node.evaluate(grant, task_wire(task).to_bytes(weights))
     metrics = {
         "sum_squared_error": reply.sum_squared_error,
         "sum_target": reply.sum_target,
         "sum_target_squared": reply.sum_target_squared,
+        "sum_prediction": reply.sum_prediction,
+        "sum_prediction_squared": reply.sum_prediction_squared,
+        "sum_product": reply.sum_product,
         "spearman": reply.spearman,
     }
     return int(reply.count), metrics

@@ -31,7 +31,7 @@ from node.state import (
 )
 from node.store import DatasetDescription, DatasetInfo, DatasetStore
 from node.store_errors import NotEmbedded, UnknownDataset, UnknownField
-from node.training.data import NotTrainable, PreparedData, PreparedDataCache
+from node.training.data import NotTrainable, PreparedData, PreparedDataCache, prepare
 from node.training.spend_record import spend_charges
 from policies.decision import Decision, PrivacyObligation
 from policies.matching import MatchObligation
@@ -179,19 +179,32 @@ class TrainingGrant(Grant):
             raise HandlerError(grpc.StatusCode.INTERNAL, "the node failed to serve this call")
         return privacy
 
-    def prepared_data(self, reference_year: int) -> PreparedData:
-        """Features and targets of the dataset's training and held-out rows (raises HandlerError)."""
+    def prepared_data(self) -> PreparedData:
+        """The training and held-out examples of the dataset for the job's task (raises HandlerError)."""
+        body = self.facts.job_grant.body
         dataset = self.facts.dataset
         try:
             info = self._store.info(dataset)
-            key = (info.name, info.source_sha256, info.row_count)
-            return self._prepared.get(key, lambda: self._store.rows(dataset), reference_year)
+            if body.task == "matching":
+                key: tuple[object, ...] = ("matching", info.name, info.source_sha256, info.row_count)
+                return self._prepared.get(key, lambda: self._matching_pairs(info.id_field, info.fields))
+            year = body.settings.reference_year
+            key = ("valuation", info.name, info.source_sha256, info.row_count, year)
+            return self._prepared.get(key, lambda: prepare(self._store.rows(dataset), reference_year=year))
         except UnknownDataset:
             raise HandlerError(grpc.StatusCode.NOT_FOUND, f"this node holds no dataset {dataset!r}") from None
-        except NotTrainable as error:
+        except (NotTrainable, NotEmbedded) as error:
             raise HandlerError(
                 grpc.StatusCode.FAILED_PRECONDITION, f"dataset {dataset!r} cannot train this model: {error}"
             ) from None
+
+    def _matching_pairs(self, id_field: str, fields: tuple[str, ...]) -> PreparedData:
+        from node.training.matching_data import EMBEDDED_FIELDS, check_pair_fields, prepare_pairs
+
+        check_pair_fields(fields)
+        dataset = self.facts.dataset
+        anchors, targets = (self._store.embeddings(dataset, fields) for fields in EMBEDDED_FIELDS)
+        return prepare_pairs(self._store.rows(dataset), id_field, anchors, targets)
 
     def privacy_ledger(self) -> str | None:
         """The agreement's stored ledger (JSON), None before its first round."""

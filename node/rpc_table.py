@@ -192,6 +192,10 @@ def _read_range(request: audit_pb2.GetEntriesRequest) -> RequestFacts:
     return RequestFacts()
 
 
+# The largest model's weights (the matching head: 128 x 384 float32, 192 KiB) and a grant (at most 32 KiB).
+_TRAINING_LIMIT = 256 * KIB
+
+
 def _name(value: str, what: str, *, limit: int = 256) -> str:
     if not value:
         raise MalformedRequest(f"{what} is empty")
@@ -216,8 +220,8 @@ RULES: dict[str, MethodRule] = {
     "/ipspace.v1.Negotiation/DecideAgreementRequest": MethodRule(GateAction.PROVIDER_ADMIN, _read_decision),
     "/ipspace.v1.Negotiation/RevokeAgreement": MethodRule(GateAction.REVOKE, _read_revocation, 32 * KIB),
     "/ipspace.v1.Reveal/Reveal": MethodRule(GateAction.REVEAL, _read_reveal, 128 * KIB),
-    "/ipspace.v1.Training/Train": MethodRule(GateAction.TRAIN, _read_train, 64 * KIB),
-    "/ipspace.v1.Training/Evaluate": MethodRule(GateAction.EVALUATE, _read_grant, 64 * KIB),
+    "/ipspace.v1.Training/Train": MethodRule(GateAction.TRAIN, _read_train, _TRAINING_LIMIT),
+    "/ipspace.v1.Training/Evaluate": MethodRule(GateAction.EVALUATE, _read_grant, _TRAINING_LIMIT),
     # Rotation keys (about 2 MB), the query ciphertext and the projection; under gRPC's 4 MiB ceiling.
     "/ipspace.v1.Matching/Match": MethodRule(GateAction.MATCH, _read_match, 3 * 1024 * KIB),
     "/ipspace.v1.Audit/GetTreeHead": MethodRule(GateAction.AUDIT_HEAD),

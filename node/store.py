@@ -24,6 +24,7 @@ from node.store_embeddings import (
     RecordEmbeddings,
     delete_embeddings,
     embed_import,
+    embedded_field_groups,
     read_embeddings,
     write_embeddings,
 )
@@ -145,24 +146,28 @@ class DatasetStore:
         source: str,
         replace: bool = False,
         embed_fields: Sequence[str] = (),
+        embed_each: Sequence[str] = (),
         embedder: Embedder | None = None,
     ) -> DatasetInfo:
         """Import a CSV (plain or gzip) as dataset `name`, all or nothing, and compute its statistics.
 
         Column types are inferred (int, float, ISO date, text; the id field is always text); empty cells are
-        missing values. With `embed_fields` each record's text in those fields is embedded (by `embedder`,
-        all-MiniLM-L6-v2 when None) and stored for matching. Raises InvalidDataset (bad name or header, ragged
-        row, missing or repeated id, an embedded field that is not text) or DatasetExists (the name is taken
-        and `replace` is false). On any error nothing is stored.
+        missing values. With `embed_fields` each record's text in those fields (joined) is embedded (by
+        `embedder`, all-MiniLM-L6-v2 when None) and stored as one set, for matching; `embed_each` stores one
+        set per field (a phrase pair's anchor and target, for training the matching head). Raises
+        InvalidDataset (bad name or header, ragged row, missing or repeated id, an embedded field that is not
+        text, a field group named twice) or DatasetExists (the name is taken and `replace` is false). On any
+        error nothing is stored.
         """
         plan = CsvImport.prepare(name, Path(csv_path), id_field=id_field)
-        embeddings = None
-        if embed_fields:  # before the write transaction: embedding takes seconds to minutes
+        groups = ([tuple(embed_fields)] if embed_fields else []) + [(field,) for field in embed_each]
+        embedding_sets = []
+        if groups:  # before the write transaction: embedding takes seconds to minutes
             if embedder is None:
                 from models.matching.embeddings import TextEmbedder
 
                 embedder = TextEmbedder()
-            embeddings = embed_import(plan, tuple(embed_fields), embedder)
+            embedding_sets = [embed_import(plan, group, embedder) for group in groups]
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -172,8 +177,8 @@ class DatasetStore:
                     connection.execute("DELETE FROM datasets WHERE name = ?", (name,))
                     delete_embeddings(connection, name)
                 row_count, statistics = plan.write(connection)
-                if embeddings is not None:
-                    write_embeddings(connection, name, embeddings)
+                if embedding_sets:
+                    write_embeddings(connection, name, embedding_sets)
                 info = DatasetInfo(name, description, source, plan.sha256, id_field, row_count, plan.schema)
                 connection.execute(
                     "INSERT INTO datasets (name, description, source, source_sha256, id_field, row_count,"
@@ -270,16 +275,24 @@ class DatasetStore:
         query = f"SELECT {select} FROM {quote_identifier(table_name(name))} ORDER BY rowid"  # noqa: S608
         return tuple(dict(zip(info.fields, values, strict=True)) for values in connection.execute(query))
 
-    def embeddings(self, name: str) -> RecordEmbeddings:
-        """The vectors computed when `name` was imported, in import order.
+    def embeddings(self, name: str, fields: Sequence[str] | None = None) -> RecordEmbeddings:
+        """The vectors computed when `name` was imported, in import order: of the set that embeds exactly
+        `fields`, or (None) of the dataset's only set.
 
-        For computation on the node (encrypted matching); no reply may carry them. Raises UnknownDataset, or
-        NotEmbedded when the dataset was imported without embedded fields.
+        For computation on the node (encrypted matching, training the matching head); no reply may carry
+        them. Raises UnknownDataset, or NotEmbedded when the dataset holds no such set (or, for None, not
+        exactly one).
         """
         self.info(name)
-        embeddings = read_embeddings(self._read().connection, name)
+        connection = self._read().connection
+        if fields is None:
+            groups = embedded_field_groups(connection, name)
+            if len(groups) != 1:
+                raise NotEmbedded(name, held=groups)
+            fields = groups[0]
+        embeddings = read_embeddings(connection, name, tuple(fields))
         if embeddings is None:
-            raise NotEmbedded(name)
+            raise NotEmbedded(name, wanted=tuple(fields), held=embedded_field_groups(connection, name))
         return embeddings
 
     @contextmanager

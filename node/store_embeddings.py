@@ -5,6 +5,10 @@ query: embedding 6,000 titles takes seconds to minutes on two cores, which a que
 text of a record is its embedded fields joined in the order given (empty values left out); a record whose
 fields are all empty has no text to match and is left out of the vectors (its row stays in the dataset).
 Vectors are stored as float32 little-endian blobs, one row per record, with the model that made them.
+
+A dataset may hold several sets, one per group of embedded fields: a patent dataset embeds its title (one
+set), a dataset of rated phrase pairs embeds its anchor and its target phrases separately (two sets, which
+the matching head trains on). Sets are numbered in the order the import named them.
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ from node.store_schema import FieldType
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embedding_sets (
-    dataset TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    set_index INTEGER NOT NULL CHECK (set_index >= 0),
     fields_json TEXT NOT NULL,
     model TEXT NOT NULL,
-    dimension INTEGER NOT NULL CHECK (dimension > 0)
+    dimension INTEGER NOT NULL CHECK (dimension > 0),
+    PRIMARY KEY (dataset, set_index),
+    UNIQUE (dataset, fields_json)
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     dataset TEXT NOT NULL,
+    set_index INTEGER NOT NULL,
     position INTEGER NOT NULL,
     record_id TEXT NOT NULL,
     vector BLOB NOT NULL,
-    PRIMARY KEY (dataset, position)
+    PRIMARY KEY (dataset, set_index, position)
 );
 """
 FIELD_SEPARATOR = ". "
@@ -88,22 +96,36 @@ def embed_import(plan: CsvImport, fields: Sequence[str], embedder: Embedder) -> 
     return RecordEmbeddings(tuple(record_ids), vectors, tuple(fields), embedder.model_id)
 
 
-def write_embeddings(connection: sqlite3.Connection, dataset: str, embeddings: RecordEmbeddings) -> None:
-    """Replace the dataset's stored vectors; the caller owns the transaction."""
+def write_embeddings(
+    connection: sqlite3.Connection, dataset: str, embedding_sets: Sequence[RecordEmbeddings]
+) -> None:
+    """Replace the dataset's stored vectors by these sets, numbered in order; the caller owns the
+    transaction. Raises InvalidDataset when two sets embed the same fields."""
+    fields = [embeddings.fields for embeddings in embedding_sets]
+    if len(set(fields)) != len(fields):
+        raise InvalidDataset(f"the embedding sets repeat a group of fields: {[list(f) for f in fields]}")
     delete_embeddings(connection, dataset)
-    connection.execute(
-        "INSERT INTO embedding_sets (dataset, fields_json, model, dimension) VALUES (?, ?, ?, ?)",
-        (dataset, json.dumps(list(embeddings.fields)), embeddings.model_id, embeddings.vectors.shape[1]),
-    )
-    connection.executemany(
-        "INSERT INTO embeddings (dataset, position, record_id, vector) VALUES (?, ?, ?, ?)",
-        (
-            (dataset, position, record_id, vector.astype(_VECTOR_TYPE).tobytes())
-            for position, (record_id, vector) in enumerate(
-                zip(embeddings.record_ids, embeddings.vectors, strict=True)
-            )
-        ),
-    )
+    for set_index, embeddings in enumerate(embedding_sets):
+        connection.execute(
+            "INSERT INTO embedding_sets (dataset, set_index, fields_json, model, dimension)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                dataset,
+                set_index,
+                json.dumps(list(embeddings.fields)),
+                embeddings.model_id,
+                embeddings.vectors.shape[1],
+            ),
+        )
+        connection.executemany(
+            "INSERT INTO embeddings (dataset, set_index, position, record_id, vector) VALUES (?, ?, ?, ?, ?)",
+            (
+                (dataset, set_index, position, record_id, vector.astype(_VECTOR_TYPE).tobytes())
+                for position, (record_id, vector) in enumerate(
+                    zip(embeddings.record_ids, embeddings.vectors, strict=True)
+                )
+            ),
+        )
 
 
 def delete_embeddings(connection: sqlite3.Connection, dataset: str) -> None:
@@ -111,20 +133,33 @@ def delete_embeddings(connection: sqlite3.Connection, dataset: str) -> None:
     connection.execute("DELETE FROM embedding_sets WHERE dataset = ?", (dataset,))
 
 
-def read_embeddings(connection: sqlite3.Connection, dataset: str) -> RecordEmbeddings | None:
-    """The dataset's vectors, or None when it was imported without embeddings."""
+def embedded_field_groups(connection: sqlite3.Connection, dataset: str) -> tuple[tuple[str, ...], ...]:
+    """The field groups of the dataset's embedding sets, in set order (empty: imported without any)."""
+    return tuple(
+        tuple(json.loads(fields_json))
+        for (fields_json,) in connection.execute(
+            "SELECT fields_json FROM embedding_sets WHERE dataset = ? ORDER BY set_index", (dataset,)
+        )
+    )
+
+
+def read_embeddings(
+    connection: sqlite3.Connection, dataset: str, fields: Sequence[str]
+) -> RecordEmbeddings | None:
+    """The vectors of the dataset's set that embeds exactly `fields`, or None when it has no such set."""
     stored = connection.execute(
-        "SELECT fields_json, model, dimension FROM embedding_sets WHERE dataset = ?", (dataset,)
+        "SELECT set_index, model, dimension FROM embedding_sets WHERE dataset = ? AND fields_json = ?",
+        (dataset, json.dumps(list(fields))),
     ).fetchone()
     if stored is None:
         return None
-    fields_json, model_id, dimension = stored
+    set_index, model_id, dimension = stored
     record_ids, blobs = [], []
     for record_id, blob in connection.execute(
-        "SELECT record_id, vector FROM embeddings WHERE dataset = ? ORDER BY position", (dataset,)
+        "SELECT record_id, vector FROM embeddings WHERE dataset = ? AND set_index = ? ORDER BY position",
+        (dataset, set_index),
     ):
         record_ids.append(record_id)
         blobs.append(blob)
     vectors = np.frombuffer(b"".join(blobs), dtype=_VECTOR_TYPE).reshape(len(blobs), dimension)
-    fields = tuple(json.loads(fields_json))
-    return RecordEmbeddings(tuple(record_ids), vectors.astype(np.float32), fields, model_id)
+    return RecordEmbeddings(tuple(record_ids), vectors.astype(np.float32), tuple(fields), model_id)

@@ -39,11 +39,20 @@ class DatasetExists(StoreError):
 
 
 class NotEmbedded(StoreError):
-    """The dataset was imported without embedded text fields, so it cannot be matched."""
+    """The dataset holds no embedding set of the fields asked for (or none at all), so it cannot be matched
+    or train on them."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"dataset {name!r} was imported without embeddings: import it again naming the text fields to "
-            "embed (ipspace node init --embed FIELD)"
-        )
+    def __init__(
+        self, name: str, *, wanted: tuple[str, ...] | None = None, held: tuple[tuple[str, ...], ...] = ()
+    ) -> None:
+        if not held:
+            message = (
+                f"dataset {name!r} was imported without embeddings: import it again naming the text fields "
+                "to embed (ipspace node init --embed FIELD)"
+            )
+        else:
+            sets = "; ".join("+".join(group) for group in held)
+            asked = f"no embedding set of {'+'.join(wanted)}" if wanted else "several embedding sets"
+            message = f"dataset {name!r} has {asked} (it holds: {sets})"
+        super().__init__(message)
         self.name = name

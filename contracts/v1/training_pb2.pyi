@@ -55,15 +55,21 @@ class EvaluateRequest(_message.Message):
     def __init__(self, agreement_id: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., job_grant_json: _Optional[str] = ..., weights: _Optional[bytes] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("count", "sum_squared_error", "sum_target", "sum_target_squared", "spearman")
+    __slots__ = ("count", "sum_squared_error", "sum_target", "sum_target_squared", "spearman", "sum_prediction", "sum_prediction_squared", "sum_product")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SUM_SQUARED_ERROR_FIELD_NUMBER: _ClassVar[int]
     SUM_TARGET_FIELD_NUMBER: _ClassVar[int]
     SUM_TARGET_SQUARED_FIELD_NUMBER: _ClassVar[int]
     SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    SUM_PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    SUM_PREDICTION_SQUARED_FIELD_NUMBER: _ClassVar[int]
+    SUM_PRODUCT_FIELD_NUMBER: _ClassVar[int]
     count: int
     sum_squared_error: float
     sum_target: float
     sum_target_squared: float
     spearman: float
-    def __init__(self, count: _Optional[int] = ..., sum_squared_error: _Optional[float] = ..., sum_target: _Optional[float] = ..., sum_target_squared: _Optional[float] = ..., spearman: _Optional[float] = ...) -> None: ...
+    sum_prediction: float
+    sum_prediction_squared: float
+    sum_product: float
+    def __init__(self, count: _Optional[int] = ..., sum_squared_error: _Optional[float] = ..., sum_target: _Optional[float] = ..., sum_target_squared: _Optional[float] = ..., spearman: _Optional[float] = ..., sum_prediction: _Optional[float] = ..., sum_prediction_squared: _Optional[float] = ..., sum_product: _Optional[float] = ...) -> None: ...

@@ -58,6 +58,7 @@ class FlowerRunner:
             min_cohort = max(min_cohort, agreement.terms.constraints.min_cohort or 1)
         nodes = len(grants_by_org)
         settings: dict[str, bool | int | float | str] = {
+            "task": spec.task,
             "num-rounds": spec.rounds,
             "min-cohort": min_cohort,
             "secagg": spec.secagg,

@@ -1,4 +1,5 @@
-"""The ServerApp of a valuation job: FedAvg over the nodes' DP updates, under SecAgg+ when the job asks.
+"""The ServerApp of a training job (the valuation network or the matching head, `models.tasks`): FedAvg over
+the nodes' DP updates, under SecAgg+ when the job asks.
 
 Runs on the coordinator host, started by the SuperLink for each run. It holds the global weights and no
 model code (no torch): nodes return clipped, noised weight *deltas*, SecAgg+ reveals only their weighted
@@ -7,7 +8,8 @@ sum, and this app adds the average to the global weights. It never sees a single
 
 Per round it records in the job store the mean training loss and the epsilon each node reports having spent;
 after the last round it asks every node to evaluate the final weights on its held-out rows (aggregate error
-sums only) and stores the model. A node's refusal reaches the job's status with the node's own reason.
+and correlation sums only, from which the pooled R², MSE and Pearson correlation are exact) and stores the
+model. A node's refusal reaches the job's status with the node's own reason.
 """
 
 from __future__ import annotations
@@ -38,11 +40,20 @@ from flwr.serverapp import Grid, ServerApp
 from coordinator.flower.fast_grid import FastPollGrid
 from coordinator.job_spec import JobState
 from coordinator.jobs import JobStore
+from models.tasks import task_wire
 from models.valuation.quality import ErrorSums
-from models.valuation.wire import initial_weights
 
 log = logging.getLogger(__name__)
 app = ServerApp()
+# The Evaluate reply's sums (node/flower_client.py sends them as metrics), as `ErrorSums` names them.
+SUM_METRICS = (
+    "sum_squared_error",
+    "sum_target",
+    "sum_target_squared",
+    "sum_prediction",
+    "sum_prediction_squared",
+    "sum_product",
+)
 
 
 class JobStopped(Exception):
@@ -59,6 +70,7 @@ class JobRun:
     """The run config of one job, as the coordinator's runner set it."""
 
     job_id: str
+    task: str
     store: JobStore
     grants_json: str
     rounds: int
@@ -77,6 +89,7 @@ class JobRun:
         models_dir = str(config["models-dir"])
         return cls(
             job_id=str(config["job-id"]),
+            task=str(config["task"]),
             store=JobStore(Path(str(config["jobs-db"])), Path(models_dir) if models_dir else None),
             grants_json=str(config["grants"]),
             rounds=int(config["num-rounds"]),
@@ -115,7 +128,7 @@ class DeltaFedAvg(FedAvg):
     def __init__(self, job: JobRun, grid: FastPollGrid) -> None:
         self.job = job
         self.grid = grid
-        self.weights = initial_weights(job.seed)
+        self.weights = task_wire(job.task).initial_weights(job.seed)
         self.pending_round: tuple[int, dict[str, float], dict[str, float]] | None = None
         self.aggregated_round = 0
         super().__init__(
@@ -190,21 +203,21 @@ class DeltaFedAvg(FedAvg):
             reply: EvaluateRes
             node_sums = ErrorSums(
                 count=reply.num_examples,
-                sum_squared_error=float(reply.metrics["sum_squared_error"]),
-                sum_target=float(reply.metrics["sum_target"]),
-                sum_target_squared=float(reply.metrics["sum_target_squared"]),
+                **{name: float(reply.metrics[name]) for name in SUM_METRICS},
             )
             sums = sums + node_sums
             weighted_spearman += reply.num_examples * float(reply.metrics["spearman"])
         if self.pending_round is not None:
             round_number, metrics, epsilon_by_node = self.pending_round
             if sums.count:
-                metrics |= {
+                pooled = {
                     "held_out_r2": sums.r_squared(),
                     "held_out_mse": sums.mse(),
+                    "held_out_pearson": sums.pearson(),
                     "held_out_spearman_node_mean": weighted_spearman / sums.count,
                     "held_out_rows": float(sums.count),
                 }
+                metrics |= {name: value for name, value in pooled.items() if math.isfinite(value)}
             self.job.store.record_round(self.job.job_id, round_number, metrics, epsilon_by_node)
             self.pending_round = None
         return (sums.mse() if sums.count else None), {}

@@ -2,9 +2,10 @@
 
 `spearman` and `r_squared` score predictions against targets where both are in one place (a node's own
 held-out rows, or a benchmark that holds all of them). `ErrorSums` is what a node's Evaluate returns instead
-of its rows: four sums from which the coordinator, adding the nodes' sums, gets the R² and the MSE of all the
-held-out rows together exactly (no averaging of per-node ratios). Spearman has no such sums (ranks need every
-value at once), so a federated job reports each node's Spearman on its own rows.
+of its rows: seven sums from which the coordinator, adding the nodes' sums, gets the R², the MSE and the
+Pearson correlation of all the held-out rows together exactly (no averaging of per-node ratios). Spearman has
+no such sums (ranks need every value at once), so a federated job reports each node's Spearman on its own
+rows. The matching head is scored with the same sums (its prediction is a pair's score).
 
 Undefined values are NaN, never an exception: Spearman when either side is constant (no ranking to
 correlate), R² when the targets are constant (no variance to explain). A degenerate model that predicts one
@@ -61,32 +62,37 @@ def r_squared(predicted: ArrayLike, actual: ArrayLike) -> float:
 
 @dataclass(frozen=True)
 class ErrorSums:
-    """Sums over held-out rows: how many, the squared prediction error, the targets and the squared targets.
+    """Sums over held-out rows: how many, the squared prediction error, the targets, the squared targets, the
+    predictions, the squared predictions and the products of prediction and target.
 
     Adding two gives the sums of both sets, so the coordinator can add every node's sums and get the pooled
-    R² and MSE exactly. Raises ValueError on construction for a count that is not a non-negative int, a
-    non-finite sum, or a negative sum of squares (values a node's reply could carry by mistake or malice).
+    R², MSE and Pearson correlation exactly. Raises ValueError on construction for a count that is not a
+    non-negative int, a non-finite sum, or a negative sum of squares (values a node's reply could carry by
+    mistake or malice).
     """
 
     count: int
     sum_squared_error: float
     sum_target: float
     sum_target_squared: float
+    sum_prediction: float
+    sum_prediction_squared: float
+    sum_product: float
 
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"count must be a non-negative integer, got {self.count!r}")
-        for name in ("sum_squared_error", "sum_target", "sum_target_squared"):
+        for name in _SUM_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if self.sum_squared_error < 0 or self.sum_target_squared < 0:
+        if self.sum_squared_error < 0 or self.sum_target_squared < 0 or self.sum_prediction_squared < 0:
             raise ValueError("sums of squares cannot be negative")
 
     @classmethod
     def empty(cls) -> ErrorSums:
         """The sums of no rows: the identity of `+`."""
-        return cls(0, 0.0, 0.0, 0.0)
+        return cls(0, *(0.0,) * len(_SUM_FIELDS))
 
     @classmethod
     def of(cls, predicted: ArrayLike, actual: ArrayLike) -> ErrorSums:
@@ -97,16 +103,16 @@ class ErrorSums:
             sum_squared_error=float(np.sum((prediction - target) ** 2)),
             sum_target=float(np.sum(target)),
             sum_target_squared=float(np.sum(target**2)),
+            sum_prediction=float(np.sum(prediction)),
+            sum_prediction_squared=float(np.sum(prediction**2)),
+            sum_product=float(np.sum(prediction * target)),
         )
 
     def __add__(self, other: object) -> ErrorSums:
         if not isinstance(other, ErrorSums):
             return NotImplemented
         return ErrorSums(
-            self.count + other.count,
-            self.sum_squared_error + other.sum_squared_error,
-            self.sum_target + other.sum_target,
-            self.sum_target_squared + other.sum_target_squared,
+            self.count + other.count, *(getattr(self, name) + getattr(other, name) for name in _SUM_FIELDS)
         )
 
     def mse(self) -> float:
@@ -130,9 +136,38 @@ class ErrorSums:
             return math.nan
         return 1.0 - self.sum_squared_error / total
 
+    def pearson(self) -> float:
+        """Pearson's correlation of predictions and targets over every row the sums cover, in [-1, 1]; NaN
+        when either side is (numerically) constant. Raises ValueError when the sums cover no rows.
+
+        Computed from raw sums, so it loses precision when the values' mean dwarfs their spread; predictions
+        and targets here are O(1) with spreads of the same order.
+        """
+        self._require_rows()
+        n = self.count
+        covariance = self.sum_product - self.sum_prediction * self.sum_target / n
+        variance_prediction = self.sum_prediction_squared - self.sum_prediction**2 / n
+        variance_target = self.total_sum_of_squares()
+        scale = variance_prediction * variance_target
+        if variance_prediction <= 1e-12 * max(self.sum_prediction_squared, 1.0) or scale <= 0:
+            return math.nan
+        if variance_target <= 1e-12 * max(self.sum_target_squared, 1.0):
+            return math.nan
+        return max(-1.0, min(1.0, covariance / math.sqrt(scale)))
+
     def _require_rows(self) -> None:
         if self.count == 0:
             raise ValueError("the error sums cover no rows: there is nothing to score")
+
+
+_SUM_FIELDS = (
+    "sum_squared_error",
+    "sum_target",
+    "sum_target_squared",
+    "sum_prediction",
+    "sum_prediction_squared",
+    "sum_product",
+)
 
 
 def _vector(values: ArrayLike, name: str) -> np.ndarray:

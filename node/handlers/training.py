@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 
 from contracts.v1 import training_pb2, training_pb2_grpc
-from models.valuation.wire import WireFormatError, weights_from_bytes, weights_to_bytes
+from models.tasks import WireFormatError, task_wire
 from node.gate import current_grant
 from node.grants import HandlerError, TrainingGrant, require
 
@@ -18,11 +18,12 @@ class TrainingHandler(training_pb2_grpc.TrainingServicer):
     def Train(self, request, context):
         from node.training.accountant import LedgerCorrupted, PrivacyBudgetExhausted
         from node.training.rounds import plan_round, train_round
+        from node.training.trainable import trainable_model
 
         grant = require(current_grant(), TrainingGrant)
         body = grant.facts.job_grant.body
-        weights = _weights(request.weights)
-        data = grant.prepared_data(body.settings.reference_year)
+        weights = _weights(body.task, request.weights)
+        data = grant.prepared_data()
         privacy = grant.privacy
         try:
             plan = plan_round(
@@ -41,10 +42,10 @@ class TrainingHandler(training_pb2_grpc.TrainingServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the privacy ledger of this agreement is damaged: {error}",
             ) from None
-        update = train_round(data, weights, body.settings, plan)
+        update = train_round(trainable_model(body.task), data, weights, body.settings, plan)
         grant.charge_round(plan)
         return training_pb2.TrainResponse(
-            weights_delta=weights_to_bytes(update.weights_delta),
+            weights_delta=task_wire(body.task).to_bytes(update.weights_delta),
             num_examples=update.num_examples,
             train_loss=update.train_loss,
             epsilon_spent=plan.epsilon_after,
@@ -55,22 +56,26 @@ class TrainingHandler(training_pb2_grpc.TrainingServicer):
 
     def Evaluate(self, request, context):
         from node.training.rounds import evaluate_round
+        from node.training.trainable import trainable_model
 
         grant = require(current_grant(), TrainingGrant)
-        weights = _weights(request.weights)
-        data = grant.prepared_data(grant.facts.job_grant.body.settings.reference_year)
-        sums, rank_correlation = evaluate_round(data, weights)
+        task = grant.facts.job_grant.body.task
+        weights = _weights(task, request.weights)
+        sums, rank_correlation = evaluate_round(trainable_model(task), grant.prepared_data(), weights)
         return training_pb2.EvaluateResponse(
             count=sums.count,
             sum_squared_error=sums.sum_squared_error,
             sum_target=sums.sum_target,
             sum_target_squared=sums.sum_target_squared,
             spearman=rank_correlation,
+            sum_prediction=sums.sum_prediction,
+            sum_prediction_squared=sums.sum_prediction_squared,
+            sum_product=sums.sum_product,
         )
 
 
-def _weights(data: bytes) -> list:
+def _weights(task: str, data: bytes) -> list:
     try:
-        return weights_from_bytes(data)
+        return task_wire(task).from_bytes(data)
     except WireFormatError as error:
         raise HandlerError(grpc.StatusCode.INVALID_ARGUMENT, f"weights: {error}") from None

@@ -34,7 +34,9 @@ class NotTrainable(ValueError):
 
 @dataclass(frozen=True)
 class PreparedData:
-    train_features: np.ndarray  # float32 (rows, features)
+    """A task's examples at one node: valuation features (rows, 21), or matching pairs (pairs, 2, 384)."""
+
+    train_features: np.ndarray  # float32 (examples, *example shape)
     train_targets: np.ndarray  # float32 (rows,)
     held_out_features: np.ndarray
     held_out_targets: np.ndarray
@@ -66,27 +68,23 @@ def prepare(rows: Sequence[Mapping[str, object]], *, reference_year: int) -> Pre
 
 
 class PreparedDataCache:
-    """Prepared data per (dataset version, reference year); thread-safe, one preparation at a time."""
+    """Prepared data per key (the task, the dataset's version and the settings the preparation reads);
+    thread-safe, one preparation at a time."""
 
     def __init__(self, max_entries: int = 8) -> None:
         self._entries: dict[tuple[object, ...], PreparedData] = {}
         self._lock = threading.Lock()
         self._max_entries = max_entries
 
-    def get(
-        self,
-        key: tuple[object, ...],
-        load_rows: Callable[[], Sequence[Mapping[str, object]]],
-        reference_year: int,
-    ) -> PreparedData:
-        full_key = (*key, reference_year)
+    def get(self, key: tuple[object, ...], prepare_data: Callable[[], PreparedData]) -> PreparedData:
+        """The data kept under `key`, prepared (and kept) on first use; raises what `prepare_data` raises."""
         with self._lock:
-            prepared = self._entries.get(full_key)
+            prepared = self._entries.get(key)
             if prepared is None:
-                prepared = prepare(load_rows(), reference_year=reference_year)
+                prepared = prepare_data()
                 if len(self._entries) >= self._max_entries:
                     self._entries.pop(next(iter(self._entries)))
-                self._entries[full_key] = prepared
+                self._entries[key] = prepared
             return prepared
 
 

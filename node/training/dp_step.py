@@ -1,11 +1,14 @@
-"""One node's local DP-SGD step of federated valuation training, on its own rows, with Opacus.
+"""One node's local DP-SGD step of a federated training job, on its own rows, with Opacus.
+
+The model is the job's task's (`trainable.TrainableModel`: the valuation network or the matching head); the
+step minimises the squared error of its one prediction per example.
 
 What leaves. `local_dp_step` returns a `LocalUpdate` and nothing else: the DP-trained weights (as a delta
 from the global weights), the number of rows, the privacy spend to charge to the agreement's ledger, and one
 aggregate training loss. No row, feature, target or per-example value is returned. Only the weights are
 covered by the DP guarantee; the row count and the mean loss are plain aggregates the caller chooses to send.
 
-Payload. `weights_delta` is `new - global` for every array of the wire format (`models.valuation.network`):
+Payload. `weights_delta` is `new - global` for every array of the task's wire format (`models.tasks`):
 FedAvg averages deltas weighted by `num_examples` and adds them to the global weights, and deltas stay small,
 which suits SecAgg+'s clipping to +-8 and its quantisation.
 
@@ -35,8 +38,8 @@ from opacus import PrivacyEngine
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.valuation.network import INPUT_SIZE, check_weights, get_weights, model_from_weights
 from node.training.accountant import PrivacySpend, from_opacus_history
+from node.training.trainable import VALUATION, TrainableModel
 
 __all__ = ["DPConfig", "LocalUpdate", "local_dp_step", "planned_spend", "poisson_sample_rate"]
 
@@ -70,7 +73,7 @@ class DPConfig:
 class LocalUpdate:
     """What a node sends back from one local step (see the module docstring for what each part reveals)."""
 
-    weights_delta: list[np.ndarray]  # new - global, float32, in the network's wire-format order
+    weights_delta: list[np.ndarray]  # new - global, float32, in the model's wire-format order
     num_examples: int
     spend: PrivacySpend
     train_loss: float  # mean squared error over the examples of the step's batches, before each update
@@ -99,19 +102,21 @@ def local_dp_step(
     *,
     config: DPConfig,
     seed: int | None = None,
+    model: TrainableModel = VALUATION,
 ) -> LocalUpdate:
-    """Train the valuation network from `global_weights` on the rows with DP-SGD and return the update.
+    """Train `model` from `global_weights` on the rows with DP-SGD and return the update.
 
     Guarantees: the returned weights went through Opacus's per-example clipping and noise with the
     configured settings, and `spend` is what Opacus's own accountant recorded for them (equal to
     `planned_spend(len(features), config)`). Deterministic for a given seed (an int >= 0); `seed=None`
     draws one from the OS.
     Runs torch on one thread and restores the previous thread count.
-    Raises ValueError for malformed weights (see `check_weights`) or data (shape, NaN / infinite values, no
-    rows), and RuntimeError if the recorded spend differs from the plan (the update is then withheld).
+    Raises ValueError for malformed weights (see `TrainableModel.check_weights`) or data (shape, NaN /
+    infinite values, no rows), and RuntimeError if the recorded spend differs from the plan (the update is
+    then withheld).
     """
-    start = check_weights(global_weights)
-    inputs, labels = _checked_data(features, targets)
+    start = model.check_weights(global_weights)
+    inputs, labels = _checked_data(features, targets, model.example_shape)
     plan = planned_spend(len(inputs), config)
     sampling_seed, noise_seed = np.random.SeedSequence(
         secrets.randbits(128) if seed is None else seed
@@ -120,7 +125,13 @@ def local_dp_step(
     torch.set_num_threads(1)  # many nodes' steps may share a host; one step must not take every core
     try:
         trained, train_loss, history = _train(
-            start, inputs, labels, config, sampling_seed=int(sampling_seed), noise_seed=int(noise_seed)
+            model,
+            start,
+            inputs,
+            labels,
+            config,
+            sampling_seed=int(sampling_seed),
+            noise_seed=int(noise_seed),
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -135,6 +146,7 @@ def local_dp_step(
 
 
 def _train(
+    model: TrainableModel,
     start: list[np.ndarray],
     inputs: np.ndarray,
     labels: np.ndarray,
@@ -144,9 +156,9 @@ def _train(
     noise_seed: int,
 ) -> tuple[list[np.ndarray], float, list[tuple[float, float, int]]]:
     """DP-SGD on the rows: (new weights, mean loss over the sampled examples, Opacus accountant history)."""
-    model = model_from_weights(start)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
+    module = model.module_from_weights(start)
+    module.train()
+    optimizer = torch.optim.SGD(module.parameters(), lr=config.learning_rate)
     # make_private replaces this loader by a Poisson one that keeps its generator (and takes its batch size
     # as the expected batch size).
     loader = DataLoader(
@@ -156,7 +168,7 @@ def _train(
     )
     engine = PrivacyEngine(accountant="rdp")
     private_model, private_optimizer, private_loader = engine.make_private(
-        module=model,
+        module=module,
         optimizer=optimizer,
         data_loader=loader,
         noise_multiplier=config.noise_multiplier,
@@ -166,7 +178,7 @@ def _train(
     squared_error, examples = 0.0, 0
     for batch_inputs, batch_labels in _batches(private_loader, config.steps):
         private_optimizer.zero_grad(set_to_none=True)
-        predictions = private_model(batch_inputs).squeeze(-1)
+        predictions = model.predict(private_model, batch_inputs)
         batch_error = functional.mse_loss(predictions, batch_labels, reduction="sum")
         # The batch mean, written so that an empty Poisson batch gives 0 instead of NaN.
         (batch_error / max(len(batch_labels), 1)).backward()
@@ -174,7 +186,7 @@ def _train(
         squared_error += float(batch_error.detach())
         examples += len(batch_labels)
     train_loss = squared_error / examples if examples else math.nan
-    return get_weights(private_model), train_loss, list(engine.accountant.history)
+    return model.weights_of(private_model), train_loss, list(engine.accountant.history)
 
 
 def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -191,11 +203,14 @@ def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, tor
             raise RuntimeError("the Poisson data loader produced no batch")
 
 
-def _checked_data(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked_data(
+    features: np.ndarray, targets: np.ndarray, example_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     inputs = np.array(features, dtype=np.float32, copy=True)
     labels = np.array(targets, dtype=np.float32, copy=True)
-    if inputs.ndim != 2 or inputs.shape[1] != INPUT_SIZE:
-        raise ValueError(f"features must have shape (rows, {INPUT_SIZE}), got {inputs.shape}")
+    if inputs.shape[1:] != example_shape:
+        shape = ", ".join(map(str, example_shape))
+        raise ValueError(f"features must have shape (rows, {shape}), got {inputs.shape}")
     if labels.shape != (inputs.shape[0],):
         raise ValueError(f"targets must have shape ({len(inputs)},) like the features, got {labels.shape}")
     if inputs.shape[0] == 0:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from contracts.job_grants import TrainingSettings
-from models.valuation.network import model_from_weights
 from models.valuation.quality import ErrorSums, spearman
 from node.training.accountant import (
     PrivacySpend,
@@ -32,6 +31,7 @@ from node.training.data import PreparedData
 from node.training.dp_step import DPConfig, LocalUpdate, local_dp_step, poisson_sample_rate
 from node.training.ledger import REPORTING_DELTA
 from node.training.spend_record import NOISE_UNITS
+from node.training.trainable import TrainableModel
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,13 @@ def plan_round(
 
 
 def train_round(
-    data: PreparedData, weights: list[np.ndarray], settings: TrainingSettings, plan: RoundPlan
+    model: TrainableModel,
+    data: PreparedData,
+    weights: list[np.ndarray],
+    settings: TrainingSettings,
+    plan: RoundPlan,
 ) -> LocalUpdate:
-    """The local DP-SGD step on the node's training rows, with the plan's noise (seeded by the OS)."""
+    """The local DP-SGD step on the node's training examples, with the plan's noise (seeded by the OS)."""
     config = DPConfig(
         noise_multiplier=plan.spend.noise_multiplier,
         max_grad_norm=settings.max_grad_norm,
@@ -88,24 +92,23 @@ def train_round(
         batch_size=settings.batch_size,
         steps=settings.local_steps,
     )
-    update = local_dp_step(weights, data.train_features, data.train_targets, config=config)
+    update = local_dp_step(weights, data.train_features, data.train_targets, config=config, model=model)
     if update.spend != plan.spend:  # local_dp_step checks Opacus against its own plan; this is ours
         raise RuntimeError(f"the step spent {update.spend}, not the planned {plan.spend}")
     return update
 
 
-def evaluate_round(data: PreparedData, weights: list[np.ndarray]) -> tuple[ErrorSums, float]:
-    """Squared-error sums and Spearman's rank correlation of `weights` on the node's held-out rows."""
-    model = model_from_weights(weights)
-    model.eval()
+def evaluate_round(
+    model: TrainableModel, data: PreparedData, weights: list[np.ndarray]
+) -> tuple[ErrorSums, float]:
+    """Error and correlation sums, and Spearman's rank correlation, of `weights` on the node's held-out
+    examples. Raises ValueError for weights that are not the model's."""
+    module = model.module_from_weights(model.check_weights(weights))
+    module.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(data.held_out_features)).squeeze(-1).numpy().astype(np.float64)
+        inputs = torch.from_numpy(data.held_out_features)
+        predicted = model.predict(module, inputs).numpy().astype(np.float64)
     actual = data.held_out_targets.astype(np.float64)
-    sums = ErrorSums(
-        count=len(actual),
-        sum_squared_error=float(np.sum((predicted - actual) ** 2)),
-        sum_target=float(np.sum(actual)),
-        sum_target_squared=float(np.sum(actual**2)),
-    )
-    rank_correlation = spearman(predicted, actual)
+    sums = ErrorSums.of(predicted, actual)
+    rank_correlation = spearman(predicted, actual) if len(actual) >= 2 else math.nan
     return sums, rank_correlation if math.isfinite(rank_correlation) else 0.0

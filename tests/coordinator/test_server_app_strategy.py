@@ -53,6 +53,7 @@ def store(tmp_path: Path) -> JobStore:
 def strategy(store: JobStore, *, rounds: int = 2, min_cohort: int = 3) -> DeltaFedAvg:
     job = JobRun(
         job_id=JOB_ID,
+        task="valuation",
         store=store,
         grants_json="{}",
         rounds=rounds,

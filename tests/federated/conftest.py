@@ -2,7 +2,8 @@
 
 Everything is really started: the nodes' gRPC gates (in this process), the SuperLink and three SuperNodes
 (child processes, stopped by PID), and Flower's own ServerApp and ClientApp processes under them. The nodes
-hold real Lens rows (a few hundred each, split by jurisdiction as three offices would hold them).
+hold real Lens rows (a few hundred each, split by jurisdiction as three offices would hold them) and, for
+matching jobs, a slice of their CPC sections' human-rated phrase pairs embedded with all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from contracts.agreements import Agreement
 from contracts.client import NodeClient
-from contracts.job_grants import TrainingSettings, sign_job_grant
+from contracts.job_grants import TaskName, TrainingSettings, sign_job_grant
 from contracts.offers import Action, Constraints, Offer
 from coordinator.agreements import AgreementRegistry
 from coordinator.flower.control import ControlClient
@@ -36,14 +37,24 @@ from ipspace.flower_processes import (
     write_supernode_key,
 )
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
-from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
+from ipspace.sample_data import (
+    LENS_FAMILIES,
+    LENS_ID_FIELD,
+    LENS_SOURCE,
+    PHRASE_PAIRS_ID_FIELD,
+    PHRASE_PAIRS_SOURCE,
+    write_phrase_pair_share,
+)
 from node.partition import Partition, partition_by_jurisdiction, read_rows, write_partitions
 from node.server import NodeServer
 
 ROWS_PER_NODE = 300
 DATASET = "families"
+PAIRS_DATASET = "pairs"
+PAIRS_PER_NODE = (60, 20)  # train, valid
 PURPOSE = "valuation"
 FAST = TrainingSettings(local_steps=5, batch_size=64)
+FAST_MATCHING = TrainingSettings(local_steps=5, batch_size=32, learning_rate=1.0, max_grad_norm=1.0)
 
 
 def free_port() -> int:
@@ -74,23 +85,38 @@ class FederatedSpace:
             found.append(status.agreement)
         return found
 
-    def submit(self, agreements: list[Agreement], *, rounds: int, epsilon: float | None, secagg: bool) -> str:
+    def submit(
+        self,
+        agreements: list[Agreement],
+        *,
+        rounds: int,
+        epsilon: float | None,
+        secagg: bool,
+        task: TaskName = "valuation",
+    ) -> str:
         builder = Identity.load(self.builder_dir)
         job_id = new_job_id()
+        settings = FAST_MATCHING if task == "matching" else FAST
         grants = {
             agreement.agreement_id: sign_job_grant(
-                builder, agreement, job_id=job_id, rounds=rounds, epsilon=epsilon, settings=FAST
+                builder,
+                agreement,
+                job_id=job_id,
+                rounds=rounds,
+                epsilon=epsilon,
+                task=task,
+                settings=settings,
             ).model_dump_json()
             for agreement in agreements
         }
         spec = JobSpec(
-            task="valuation",
-            dataset=DATASET,
+            task=task,
+            dataset=agreements[0].terms.dataset,
             purpose=PURPOSE,
             agreements=tuple(agreement.agreement_id for agreement in agreements),
             rounds=rounds,
             epsilon=epsilon,
-            model=FAST,
+            model=settings,
             secagg=secagg,
         )
         self.store.create(job_id=job_id, org="acme", submitted_by="builder", spec=spec, grants=grants)
@@ -120,6 +146,18 @@ def _offers(org: str) -> list[Offer]:
     return [offer("dp", epsilon=8.0, delta=1e-5, min_cohort=2), offer("open")]
 
 
+def _pairs_offer(org: str) -> Offer:
+    return Offer(
+        offer_id=f"{org}-pairs-dp",
+        provider_org=org,
+        dataset=PAIRS_DATASET,
+        actions=(Action.TRAIN,),
+        constraints=Constraints(
+            purposes=(PURPOSE,), model_export=True, epsilon=8.0, delta=1e-5, min_cohort=2
+        ),
+    )
+
+
 @pytest.fixture(scope="session")
 def federated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederatedSpace]:
     root = tmp_path_factory.mktemp("federated")
@@ -146,15 +184,19 @@ def federated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederatedSpa
         wait_for_port("127.0.0.1", link_port, 60, superlink)
         control = ControlClient(f"127.0.0.1:{link_port}", (coordinator_dir / "ca.crt").read_bytes())
         nodes, addresses, supernodes, node_ids = {}, {}, {}, set()
-        for part in small:
+        for share, part in enumerate(small):
             org = f"office-{part.provider.removeprefix('provider-')}"
+            pairs = root / "data" / f"{part.provider}-pairs.csv"
+            write_phrase_pair_share(pairs, share, limits=PAIRS_PER_NODE)
             node_dir = local.init_node(
                 part.provider,
                 org,
-                offers=_offers(org),
+                offers=[*_offers(org), _pairs_offer(org)],
                 datasets={
-                    DATASET: (csv_paths[part.provider], LENS_ID_FIELD, "Lens patent families", LENS_SOURCE)
+                    DATASET: (csv_paths[part.provider], LENS_ID_FIELD, "Lens patent families", LENS_SOURCE),
+                    PAIRS_DATASET: (pairs, PHRASE_PAIRS_ID_FIELD, "rated phrase pairs", PHRASE_PAIRS_SOURCE),
                 },
+                embed_each={PAIRS_DATASET: ("anchor", "target")},
             )
             server = NodeServer(node_dir)
             servers.append(server)

@@ -103,9 +103,19 @@ def test_malformed_inputs_are_refused(predicted: list, actual: list, reason: str
 
 def test_error_sums_by_hand() -> None:
     sums = ErrorSums.of([1.5, 2, 2.5], [1, 2, 3])
-    assert sums == ErrorSums(count=3, sum_squared_error=0.5, sum_target=6.0, sum_target_squared=14.0)
+    assert sums == ErrorSums(
+        count=3,
+        sum_squared_error=0.5,
+        sum_target=6.0,
+        sum_target_squared=14.0,
+        sum_prediction=6.0,
+        sum_prediction_squared=12.5,
+        sum_product=13.0,
+    )
     assert sums.mse() == pytest.approx(0.5 / 3)
     assert sums.r_squared() == pytest.approx(0.75)
+    assert sums.pearson() == pytest.approx(1.0)  # the predictions are an affine map of the targets
+    assert math.isnan(ErrorSums.of([2, 2], [1, 3]).pearson())  # constant predictions
 
 
 @settings(max_examples=100, deadline=None)
@@ -129,6 +139,8 @@ def test_summed_node_sums_give_the_pooled_r_squared(
         return  # constant or near-constant targets: R² is undefined or dominated by rounding
     assert total.r_squared() == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert total.mse() == pytest.approx(np.mean((np.array(predicted) - np.array(actual)) ** 2))
+    if np.ptp(predicted) > 1e-3:
+        assert total.pearson() == pytest.approx(np.corrcoef(predicted, actual)[0, 1], abs=1e-6)
 
 
 def test_error_sums_identity_and_refusals() -> None:
@@ -145,10 +157,21 @@ def test_error_sums_identity_and_refusals() -> None:
         {"count": True},
         {"sum_squared_error": -0.1},
         {"sum_target_squared": -1.0},
+        {"sum_prediction_squared": -1.0},
         {"sum_target": math.nan},
+        {"sum_product": math.inf},
         {"sum_squared_error": math.inf},
     ):
-        fields = {"count": 2, "sum_squared_error": 1.0, "sum_target": 1.0, "sum_target_squared": 1.0, **bad}
+        fields = {
+            "count": 2,
+            "sum_squared_error": 1.0,
+            "sum_target": 1.0,
+            "sum_target_squared": 1.0,
+            "sum_prediction": 1.0,
+            "sum_prediction_squared": 1.0,
+            "sum_product": 1.0,
+            **bad,
+        }
         with pytest.raises(ValueError):
             ErrorSums(**fields)
     with pytest.raises(TypeError):

@@ -1,1 +1,0 @@
-"""The ipspace valuation Flower App: entry points only (see pyproject.toml)."""
