@@ -47,7 +47,10 @@ def match(
     identity: Path = typer.Option(..., envvar="IPSPACE_IDENTITY", help="your identity directory"),
     top: int = typer.Option(10, min=1, max=1000, help="how many of the best matches to print"),
     projection_file: Path = typer.Option(
-        None, "--projection", help="the matching head's weights (wire format); default: untrained"
+        None,
+        "--projection",
+        help="the matching head: a matching job's model (.npz from 'ipspace job model') or its bytes "
+        "form; default: untrained",
     ),
     reveal: int = typer.Option(
         0,
@@ -88,7 +91,7 @@ def match(
         vocabulary = Vocabulary.load(vocabulary_file)
         vocabulary.require(MODEL_ID, EMBEDDING_DIM)  # before the model loads or the coordinator is asked
     if projection_file is not None:
-        projection = Projection.from_bytes(projection_file.read_bytes())
+        projection = Projection.load(projection_file)
         described = f"projection {projection.digest[:12]}… ({projection.dimension} dimensions)"
     else:
         projection = Projection.initial(UNTRAINED_PROJECTION_SEED)

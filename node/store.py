@@ -161,6 +161,8 @@ class DatasetStore:
         """
         plan = CsvImport.prepare(name, Path(csv_path), id_field=id_field)
         groups = ([tuple(embed_fields)] if embed_fields else []) + [(field,) for field in embed_each]
+        if len(set(groups)) != len(groups):
+            raise InvalidDataset(f"a group of embedded fields is named twice: {[list(g) for g in groups]}")
         embedding_sets = []
         if groups:  # before the write transaction: embedding takes seconds to minutes
             if embedder is None:

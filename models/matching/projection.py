@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -218,6 +219,19 @@ class Projection:
     def from_bytes(cls, data: bytes) -> Projection:
         """The head from its bytes form, its dimension taken from the length. Raises WireFormatError."""
         return cls(tuple(weights_from_bytes(data, dim=None)))
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        """The head in a file: a matching job's model as the coordinator serves it (.npz of float32 arrays,
+        read without unpickling) or the bytes form (any other name). Raises WireFormatError, OSError."""
+        if path.suffix == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    arrays = [archive[f"arr_{index}"] for index in range(len(archive.files))]
+            except (ValueError, KeyError) as error:
+                raise WireFormatError(f"{path} is not a model file of float32 arrays: {error}") from None
+            return cls.from_weights(arrays)
+        return cls.from_bytes(path.read_bytes())
 
     @classmethod
     def initial(cls, seed: int, dim: int = PROJECTION_DIM) -> Projection:

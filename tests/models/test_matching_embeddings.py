@@ -184,6 +184,20 @@ def test_a_projection_read_from_bytes_takes_its_dimension_from_the_length() -> N
     assert Projection.initial(seed=6, dim=64).digest != sent.digest
 
 
+def test_a_head_loads_from_a_jobs_model_file_or_its_bytes_form(tmp_path: Path) -> None:
+    head = Projection.initial(seed=8)
+    np.savez(tmp_path / "job-model.npz", *head.weights)  # as the coordinator's job store writes it
+    (tmp_path / "head.bin").write_bytes(head.to_bytes())
+    assert Projection.load(tmp_path / "job-model.npz").digest == head.digest
+    assert Projection.load(tmp_path / "head.bin").digest == head.digest
+    np.savez(tmp_path / "valuation.npz", np.zeros((32, 21), dtype=np.float32))
+    with pytest.raises(WireFormatError, match="shape"):
+        Projection.load(tmp_path / "valuation.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(WireFormatError, match="not a model file"):
+        Projection.load(tmp_path / "broken.npz")
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"\x00" * 3, b"\x00" * (INPUT_DIM * 4 + 4), b"\x00" * (INPUT_DIM * 4 * (INPUT_DIM + 1))],

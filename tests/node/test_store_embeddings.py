@@ -89,3 +89,44 @@ def test_replacing_a_dataset_replaces_its_embeddings(tmp_path: Path) -> None:
     assert store.embeddings("lens_rows").record_ids == tuple(row[0] for row in LENS_ROWS[-2:])
     reopened = DatasetStore(tmp_path / DATASETS_DB)  # and they persist in the file
     assert reopened.embeddings("lens_rows").vectors.shape == (2, 384)
+
+
+def test_fields_embedded_one_by_one_are_sets_of_their_own_named_by_their_field(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path / DATASETS_DB)
+    path = write_csv(tmp_path / "rows.csv", LENS_ROWS_CSV)
+
+    def import_rows(embed_fields: tuple[str, ...], embed_each: tuple[str, ...]) -> None:
+        store.import_csv(
+            "lens_rows",
+            path,
+            id_field=ID,
+            description="eight hand-copied Lens rows",
+            source="Lens.org (test)",
+            embed_fields=embed_fields,
+            embed_each=embed_each,
+        )
+
+    with pytest.raises(InvalidDataset, match="named twice"):
+        import_rows(("title",), ("title",))
+    import_rows(("title", "applicants"), ("title", "applicants"))
+    joined = store.embeddings("lens_rows", ("title", "applicants"))
+    titles, applicants = (
+        store.embeddings("lens_rows", ("title",)),
+        store.embeddings("lens_rows", ("applicants",)),
+    )
+    assert (joined.fields, titles.fields, applicants.fields) == (
+        ("title", "applicants"),
+        ("title",),
+        ("applicants",),
+    )
+    model = TextEmbedder()
+    np.testing.assert_allclose(titles.vectors, model.embed([row[TITLE] for row in LENS_ROWS]), atol=1e-5)
+    with_applicants = [row for row in LENS_ROWS if row[TITLE + 1].strip()]  # one real row names none
+    assert applicants.record_ids == tuple(row[0] for row in with_applicants)
+    np.testing.assert_allclose(
+        applicants.vectors, model.embed([row[TITLE + 1] for row in with_applicants]), atol=1e-5
+    )
+    with pytest.raises(NotEmbedded, match=r"several embedding sets.*title\+applicants; title; applicants"):
+        store.embeddings("lens_rows")  # which one is meant must be said
+    with pytest.raises(NotEmbedded, match="no embedding set of abstract"):
+        store.embeddings("lens_rows", ("abstract",))
