@@ -3,7 +3,8 @@
 The mapping uses ODRL's own terms where it has them (Offer, Agreement, uid, target, assigner, assignee,
 permission, constraint; left operands purpose, dateTime, count; operators isAnyOf, eq, lt, lteq, gteq) and the
 ipspace namespace for the rest (our actions, reveal fields, per-request limit, consumer orgs, the privacy
-budget, minimum cohort and model export, match query limits and score noise, signatures).
+budget, minimum cohort and model export, match query limits and score noise, valuation query limits,
+signatures).
 One permission per action (an ODRL rule has one action), each carrying the same constraints. Reading back
 accepts only documents shaped as this module writes them, so `offer_from_odrl(offer_to_odrl(o)) == o` exactly;
 anything else raises OdrlError saying what is wrong.
@@ -49,6 +50,8 @@ _CONSTRAINT_TERMS: dict[tuple[str, str], str] = {
     ("ipspace:matchQueriesPerDay", "lteq"): "match_queries_per_day",
     ("ipspace:matchQueries", "lteq"): "match_queries_total",
     ("ipspace:matchScoreNoise", "gteq"): "match_score_noise",
+    ("ipspace:valuationQueriesPerDay", "lteq"): "valuation_queries_per_day",
+    ("ipspace:valuationQueries", "lteq"): "valuation_queries_total",
     ("dateTime", "lt"): "expires_at",
 }
 _NUMBER_FIELDS = {"epsilon", "delta", "match_score_noise"}
@@ -58,6 +61,8 @@ _INTEGER_FIELDS = {
     "min_cohort",
     "match_queries_per_day",
     "match_queries_total",
+    "valuation_queries_per_day",
+    "valuation_queries_total",
 }
 _PURPOSE_EQ = ("purpose", "eq")
 _COMMON_KEYS = {"@context", "@type", "uid", "assigner", "target", "permission"}

@@ -53,6 +53,12 @@ class Constraints(FrozenModel):
     an agreement may make; absent, the node applies its defaults (policies/matching.py), since enough
     queries would reconstruct every patent's embedding. `match_score_noise` obliges the node to add Gaussian
     noise of that standard deviation to every score it returns.
+
+    Valuation: `valuation_queries_per_day` (UTC days) and `valuation_queries_total` bound the encrypted
+    valuations the coordinator answers per consumer org with a model trained under the agreement (the
+    tightest of the job's agreements holds); absent, the coordinator's defaults
+    (policies/valuation_queries.py) apply, since each answer is one value of the model at a point the consumer
+    chose.
     """
 
     purposes: NameList | None = None
@@ -67,6 +73,8 @@ class Constraints(FrozenModel):
     match_queries_per_day: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
     match_queries_total: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
     match_score_noise: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    valuation_queries_per_day: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
+    valuation_queries_total: Annotated[int, Field(ge=1, le=MAX_JSON_INT)] | None = None
     expires_at: UtcDatetime | None = None
 
     @model_validator(mode="after")

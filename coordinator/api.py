@@ -10,6 +10,8 @@ Routes (every one authenticated, see ``coordinator.auth``; the job routes live i
 - POST /jobs/{id}/cancel         builder of the job's org
 - GET  /jobs/{id}/model          builder of the job's org, when every agreement allows export
 - POST /queries/match            a consumer: its encrypted match query, to every node it names an agreement of
+- GET  /jobs/{id}/valuation      a consumer or builder of the job's org: what an encrypted valuation needs
+- POST /jobs/{id}/valuations     the same: encrypted features in, the model's encrypted value out
 
 At start-up (the lifespan) every queued or running job whose run is gone is marked interrupted with why.
 """
@@ -35,11 +37,15 @@ from coordinator.job_routes import Problem, Services, Shared, job_router
 from coordinator.jobs import JobRunner, JobStore, recover_jobs
 from coordinator.match_fanout import MatchFanOut, MatchQueryRequest, MatchQueryResult, UnroutableQuery
 from coordinator.settings import CoordinatorSettings, SettingsError
+from coordinator.valuation_budget import ValuationBudget
+from coordinator.valuation_routes import VALUATE_ACTION, valuation_router
+from coordinator.valuation_service import ValuationService
 
 log = logging.getLogger(__name__)
 API_VERSION = "1"
 # Audited routes whose body FastAPI validates before the route runs: a malformed submission is on record too.
-_AUDITED_BODIES = {("POST", "/jobs"): "job.submit"}
+# Keyed by the route's path template, so a route with a path parameter is found whatever the id.
+_AUDITED_BODIES = {("POST", "/jobs"): "job.submit", ("POST", "/jobs/{job_id}/valuations"): VALUATE_ACTION}
 
 
 def create_app(
@@ -81,8 +87,10 @@ def create_app(
     app.state.authenticator = CallerAuthenticator(identity.ca_cert_pem)
     app.state.events = shared.events
     app.state.services = shared
+    app.state.valuations = ValuationService(store, registry, ValuationBudget(settings.database))
     app.include_router(router)
     app.include_router(job_router)
+    app.include_router(valuation_router)
     app.add_exception_handler(RequestValidationError, _record_malformed_submission)
     return app
 
@@ -151,7 +159,8 @@ def match_query(request: MatchQueryRequest, caller: QuerySender, shared: Shared)
 
 async def _record_malformed_submission(request: Request, error: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, after recording it when the route is audited and the caller is known."""
-    action = _AUDITED_BODIES.get((request.method, request.url.path))
+    route = request.scope.get("route")
+    action = _AUDITED_BODIES.get((request.method, getattr(route, "path", request.url.path)))
     caller = getattr(request.state, "caller", None)
     if action is not None and caller is not None:
         problems = "; ".join(

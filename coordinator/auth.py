@@ -140,3 +140,7 @@ AgreementParty = Annotated[Principal, Depends(require_roles(Role.BUILDER, Role.C
 QuerySender = Annotated[
     Principal, Depends(require_roles(Role.CONSUMER, Role.BUILDER, audit_action="query.match"))
 ]
+# The same roles as match queries; a refusal is recorded under the valuation's own action.
+ValuationSender = Annotated[
+    Principal, Depends(require_roles(Role.CONSUMER, Role.BUILDER, audit_action="query.valuate"))
+]

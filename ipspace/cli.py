@@ -26,6 +26,7 @@ from ipspace import (
     cli_job,
     cli_match,
     cli_node,
+    cli_valuate,
 )
 from ipspace.coordinator_client import CoordinatorRefused
 from ipspace.exit_codes import ExitCode
@@ -46,6 +47,7 @@ app.add_typer(cli_audit.app, name="audit")
 app.add_typer(cli_data.app, name="data")
 cli_consumer.register(app)
 cli_match.register(app)
+cli_valuate.register(app)
 
 
 @app.command()

@@ -117,3 +117,11 @@ class CoordinatorClient:
     def match(self, body: dict[str, Any], *, timeout_s: float = 120.0) -> dict[str, Any]:
         """POST /queries/match (ipspace.match_query.coordinator_request builds the body)."""
         return self._call("POST", "/queries/match", json=body, timeout=timeout_s).json()
+
+    def valuation_terms(self, job_id: str) -> dict[str, Any]:
+        """GET /jobs/{id}/valuation: the reference year, CKKS parameter set, head degree and budget left."""
+        return self._call("GET", f"/jobs/{job_id}/valuation").json()
+
+    def valuate(self, job_id: str, body: dict[str, Any], *, timeout_s: float = 120.0) -> dict[str, Any]:
+        """POST /jobs/{id}/valuations (ipspace.valuation_query.valuation_request builds the body)."""
+        return self._call("POST", f"/jobs/{job_id}/valuations", json=body, timeout=timeout_s).json()

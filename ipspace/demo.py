@@ -8,7 +8,8 @@
    does not allow.
 4. A model builder trains the valuation model across the three nodes on the coordinator: Flower's SuperLink,
    each node's SuperNode (started with the node), SecAgg+ over DP-SGD steps the nodes run themselves, and the
-   model's held-out quality beside a centralized baseline, with the epsilon each node spent.
+   model's held-out quality beside a centralized baseline, with the epsilon each node spent. The consumer then
+   values one real held-out patent with that model under encryption (``ipspace.demo_valuation``).
 5. A regulator exports every node's audit log over the Audit RPCs and verifies each bundle offline with only
    the CA certificate. A summary table closes the run.
 """
@@ -37,6 +38,7 @@ from ipspace.cli_identity import read_token
 from ipspace.coordinator_host import CoordinatorHost, free_port
 from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
 from ipspace.demo_matching import match_offer, run_encrypted_match
+from ipspace.demo_valuation import run_encrypted_valuation
 from ipspace.flower_processes import ChildProcess, write_supernode_key
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
@@ -221,6 +223,10 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> 
             builder, addresses, f"https://127.0.0.1:{api_port}", root, console, rounds=rounds
         )
         _print_valuation(outcome, node_dirs)
+        console.print("[bold]Encrypted valuation[/bold] (CKKS; the job's model at the coordinator)")
+        run_encrypted_valuation(
+            consumer, f"https://127.0.0.1:{api_port}", outcome.job["job_id"], outcome.model_file, console
+        )
         _regulator_check(regulator, addresses, root, space, results)
     finally:
         nodes.stop()

@@ -48,11 +48,13 @@ def training_offer(org: str) -> Offer:
         offer_id="families-valuation",
         provider_org=org,
         dataset=DATASET,
-        actions=(Action.TRAIN,),
+        # VALUATE: the provider consents that the model trained on its rows answers encrypted valuations.
+        actions=(Action.TRAIN, Action.VALUATE),
         constraints=Constraints(
             purposes=(PURPOSE,), epsilon=EPSILON_BUDGET, delta=DELTA, min_cohort=2, model_export=True
         ),
-        description="federated valuation training with DP-SGD at the node, under SecAgg+ only",
+        description="federated valuation training with DP-SGD at the node, under SecAgg+ only; the model may "
+        "answer encrypted valuations (the coordinator's default query budget)",
     )
 
 
@@ -61,6 +63,7 @@ class JobOutcome:
     job: dict
     federated: tuple[float, float]  # held-out (Spearman, R2) of the downloaded model
     centralized_ridge: tuple[float, float]
+    model_file: Path  # the downloaded model
 
 
 def run_valuation_job(
@@ -109,7 +112,7 @@ def run_valuation_job(
     with np.load(model_file, allow_pickle=False) as archive:
         weights = [archive[f"arr_{index}"] for index in range(len(archive.files))]
     federated, ridge = _held_out_quality(weights)
-    return JobOutcome(job=job, federated=federated, centralized_ridge=ridge)
+    return JobOutcome(job=job, federated=federated, centralized_ridge=ridge, model_file=model_file)
 
 
 def _held_out_quality(weights: list[np.ndarray]) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -48,6 +48,8 @@ def constraints(draw: st.DrawFn) -> Constraints:
         match_score_noise=draw(
             st.none() | st.floats(min_value=1e-9, max_value=1, allow_nan=False, allow_infinity=False)
         ),
+        valuation_queries_per_day=draw(st.none() | st.integers(min_value=1, max_value=2**53 - 1)),
+        valuation_queries_total=draw(st.none() | st.integers(min_value=1, max_value=2**53 - 1)),
         expires_at=draw(st.none() | times),
     )
 

@@ -206,7 +206,7 @@ def test_an_unregistered_agreement_is_refused(shared_coordinator: Coordinator) -
         ("epsilon", -1.0),
         ("agreements", []),
         ("job_id", "../../etc"),
-        ("task", "matching"),
+        ("task", "ranking"),
         ("surprise", True),
     ],
 )

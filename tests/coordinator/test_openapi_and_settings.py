@@ -21,6 +21,8 @@ EXPECTED_OPERATIONS = {
     ("/jobs/{job_id}/cancel", "post"),
     ("/jobs/{job_id}/model", "get"),
     ("/queries/match", "post"),
+    ("/jobs/{job_id}/valuation", "get"),
+    ("/jobs/{job_id}/valuations", "post"),
 }
 
 
