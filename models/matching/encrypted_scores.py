@@ -153,6 +153,8 @@ class PackedPatents:
         if not np.isfinite(matrix).all():
             raise CkksInputError("patent vectors hold NaN or infinite values")
         longest = float(np.linalg.norm(matrix, axis=1).max())
+        if longest == 0:
+            raise CkksInputError("patent vectors are all zero: there is nothing to score")
         if longest > 1 + _NORM_TOLERANCE:
             raise CkksInputError(
                 f"patent vectors must be unit vectors (or shorter); the longest has norm {longest:.4g}"
@@ -179,7 +181,9 @@ class PackedPatents:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the cached plaintexts' coefficients."""
-        return sum(plain.coeff_count() * 8 for block in self._blocks for row in block for plain in row)
+        return sum(
+            plain.coeff_count() * 8 for block in self._blocks for row in block for plain in row if plain
+        )
 
     def score(
         self,
@@ -255,32 +259,51 @@ class PackedPatents:
         return rotations
 
     def _block_scores(
-        self, block: list[list[seal.Plaintext]], rotations: list[seal.Ciphertext], context: EvaluationContext
+        self,
+        block: list[list[seal.Plaintext | None]],
+        rotations: list[seal.Ciphertext],
+        context: EvaluationContext,
     ) -> seal.Ciphertext:
         evaluator = context.evaluator
         product = seal.Ciphertext()
-        inner_sums = []
+        inner_sums: list[seal.Ciphertext | None] = []
         for row in block:
-            inner = seal.Ciphertext()
-            evaluator.multiply_plain(rotations[0], row[0], inner)
-            for rotated, plain in zip(rotations[1:], row[1:], strict=True):
-                evaluator.multiply_plain(rotated, plain, product)
-                evaluator.add_inplace(inner, product)  # every product has scale 2^(2 * scale_bits)
-            # The same rescale for every inner sum: equal scales, so the giant sums may add them.
-            evaluator.rescale_to_next_inplace(inner)
+            inner = None
+            for rotated, plain in zip(rotations, row, strict=True):
+                if plain is None:  # an all-zero diagonal adds nothing
+                    continue
+                if inner is None:
+                    inner = seal.Ciphertext()
+                    evaluator.multiply_plain(rotated, plain, inner)
+                else:
+                    evaluator.multiply_plain(rotated, plain, product)
+                    evaluator.add_inplace(inner, product)  # every product has scale 2^(2 * scale_bits)
+            if inner is not None:
+                # The same rescale for every inner sum: equal scales, so the giant sums may add them.
+                evaluator.rescale_to_next_inplace(inner)
             inner_sums.append(inner)
-        total = inner_sums[-1]
-        for inner in reversed(inner_sums[:-1]):
-            evaluator.rotate_vector_inplace(total, self.baby, context.galois_keys)
-            evaluator.add_inplace(total, inner)
+        # Horner over the giant steps; a missing inner sum is zero, and so is a rotated zero.
+        total = None
+        for inner in reversed(inner_sums):
+            if total is not None:
+                evaluator.rotate_vector_inplace(total, self.baby, context.galois_keys)
+            if inner is not None:
+                if total is None:
+                    total = inner
+                else:
+                    evaluator.add_inplace(total, inner)
+        if total is None:  # encode refuses a block without any non-zero value
+            raise RuntimeError("a block of patent vectors encoded to no plaintext")
         return total
 
 
 def _encode_block(
     context: EvaluationContext, block: np.ndarray, baby: int, giant: int
-) -> list[list[seal.Plaintext]]:
+) -> list[list[seal.Plaintext | None]]:
     """Plaintexts [k][t] of roll(diag_{k*b+t}, k*b) for one zero-padded block (slots x D, complex: the first
-    half of the block's patents in the real parts, the second in the imaginary parts)."""
+    half of the block's patents in the real parts, the second in the imaginary parts). An all-zero diagonal
+    (few patents with a dimension padded to D) is None: SEAL refuses a product with a zero plaintext, whose
+    result would be a transparent ciphertext."""
     slots, width = block.shape
     rows = np.arange(slots)
     level, scale = context.first_parms_id, context.parameters.scale
@@ -289,6 +312,9 @@ def _encode_block(
         row = []
         for t in range(baby):
             diagonal = block[rows, (rows + k * baby + t) % width]
+            if not diagonal.any():
+                row.append(None)
+                continue
             plain = seal.Plaintext()
             # Plaintexts must be at the query's level (parms_id) for multiply_plain.
             context.encoder.encode(np.roll(diagonal, k * baby).tolist(), level, scale, plain)

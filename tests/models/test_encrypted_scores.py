@@ -108,6 +108,17 @@ def test_other_dimensions_score_alike_384_padded_to_512(dimension: int) -> None:
     _assert_matches_numpy(_scores(keys, node, packed, query), vectors @ query)
 
 
+@pytest.mark.parametrize(("count", "dimension"), [(3, 384), (40, 100), (1, 128)])
+def test_few_patents_in_a_padded_dimension_score_alike(count: int, dimension: int) -> None:
+    # With fewer patents than the padding (512 - 384), whole diagonals are zero: they are left out.
+    keys = ConsumerKeys.generate(PARAMETERS, rotation_steps(dimension))
+    node = EvaluationContext.from_bytes(PARAMETERS, keys.evaluation_keys())
+    vectors = _unit_rows(count, dimension, seed=count)
+    packed = PackedPatents.encode(node, vectors)
+    query = _unit_rows(1, dimension, seed=2)[0]
+    _assert_matches_numpy(_scores(keys, node, packed, query), vectors @ query)
+
+
 def test_patents_encoded_once_serve_another_consumer(packed: PackedPatents, vectors: np.ndarray) -> None:
     other = ConsumerKeys.generate(PARAMETERS, rotation_steps(DIMENSION))
     node = EvaluationContext.from_bytes(PARAMETERS, other.evaluation_keys())
@@ -238,6 +249,7 @@ def test_decrypting_refuses_a_wrong_number_of_blocks(
         (np.zeros((0, 128)), "n x d array"),
         (np.full((2, 4), np.nan), "NaN"),
         (np.ones((2, 4)), "unit vectors"),
+        (np.zeros((2, 4)), "all zero"),
         (np.zeros((2, 1024)), "at most 512"),
     ],
 )
