@@ -1,4 +1,4 @@
-"""An in-process FedAvg over the real node step: what a federated valuation job computes, without Flower.
+"""An in-process FedAvg over the real node step: what a federated training job computes, without Flower.
 
 Each round mirrors the deployed protocol: every provider runs `node.training.dp_step.local_dp_step` on its
 own training rows from the global weights (as the node's Train RPC does), with the noise the node would
@@ -8,6 +8,9 @@ weights. Each node's spend is charged to its own ledger (`accountant.charge`) an
 would end past the job's epsilon. Without DP the nodes run the same step with noise multiplier 0: per-example
 clipping stays, only the noise is gone (what a node does for a job granted no epsilon).
 
+The model is the job's task's (`node.training.trainable`): the valuation network by default, or the matching
+head (`model=MATCHING`, started from the given weights, as its job starts from `projection.initial_weights`).
+
 Not simulated: transport, SecAgg+'s quantisation of the summed updates (model error <= 3e-4 after 5 rounds,
 FIELD-NOTES), and node failures. Seeds make a run repeatable; a real node draws its seed from the OS.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +30,7 @@ from models.valuation.network import get_weights, model_from_weights, new_model
 from node.training.accountant import History, charge, spent_epsilon
 from node.training.calibration import noise_for_job
 from node.training.dp_step import DPConfig, local_dp_step
+from node.training.trainable import VALUATION, TrainableModel
 
 DELTA = 1e-5
 
@@ -48,11 +52,13 @@ class FedSettings:
     batch_size: int
     learning_rate: float
     max_grad_norm: float
+    optimizer: str = "sgd"
 
     def label(self) -> str:
         return (
             f"rounds={self.rounds} local_steps={self.local_steps} batch_size={self.batch_size} "
-            f"learning_rate={self.learning_rate:g} max_grad_norm={self.max_grad_norm:g}"
+            f"learning_rate={self.learning_rate:g} max_grad_norm={self.max_grad_norm:g} "
+            f"optimizer={self.optimizer}"
         )
 
 
@@ -81,12 +87,17 @@ def run_fedavg(
     *,
     epsilon: float | None,
     seed: int,
+    model: TrainableModel = VALUATION,
+    start: Sequence[np.ndarray] | None = None,
+    after_round: Callable[[int, list[np.ndarray]], None] | None = None,
 ) -> FedRun:
-    """FedAvg for `settings.rounds` rounds from `new_model(seed)`; `epsilon` None trains without noise.
+    """FedAvg of `model` for `settings.rounds` rounds from `start` (default: the valuation network's
+    `new_model(seed)`); `epsilon` None trains without noise. `after_round(round_number, weights)`, if given,
+    sees the global weights after every round (from 1).
 
     Raises BenchFailed when a node's ledger would end past `epsilon` (the calibration would then be wrong).
     """
-    weights = get_weights(new_model(seed))
+    weights = get_weights(new_model(seed)) if start is None else [np.array(a, np.float32) for a in start]
     noise = {
         shard.provider: 0.0
         if epsilon is None
@@ -111,6 +122,7 @@ def run_fedavg(
                 learning_rate=settings.learning_rate,
                 batch_size=settings.batch_size,
                 steps=settings.local_steps,
+                optimizer=settings.optimizer,
             )
             started = time.perf_counter()
             update = local_dp_step(
@@ -119,12 +131,15 @@ def run_fedavg(
                 shard.targets,
                 config=config,
                 seed=seed * 1_000_003 + round_number * 101 + index,
+                model=model,
             )
             step_seconds.append(time.perf_counter() - started)
             ledgers[shard.provider] = charge(ledgers[shard.provider], update.spend)
             deltas.append(update.weights_delta)
             counts.append(update.num_examples)
         weights = _apply_weighted_mean(weights, deltas, counts)
+        if after_round is not None:
+            after_round(round_number + 1, weights)
     spent = {provider: spent_epsilon(history, DELTA) for provider, history in ledgers.items()}
     if epsilon is not None and any(value > epsilon for value in spent.values()):
         raise BenchFailed(f"a node spent more than the job's epsilon {epsilon}: {spent}")

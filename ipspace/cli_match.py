@@ -26,6 +26,7 @@ from ipspace.cli_consumer import AGREEMENTS_DIR
 from ipspace.cli_identity import read_token
 from ipspace.coordinator_client import CoordinatorClient
 from ipspace.match_reveal import NOT_REVEALED, reveal_titles
+from ipspace.sample_data import SHIPPED_MATCHING_HEAD
 from models.matching.embeddings import EMBEDDING_DIM
 from models.matching.expansion import SHIPPED_VOCABULARY, RelatedTerms, Vocabulary, related_terms
 
@@ -38,7 +39,6 @@ console = Console()
 KEYS_DIR = "ckks"
 MAX_REVEAL = 100
 MAX_EXPAND_ADD = 8  # the default first level holds 8 terms
-UNTRAINED_PROJECTION_SEED = 0  # until a federated matching model is given with --projection
 
 
 def match(
@@ -50,7 +50,7 @@ def match(
         None,
         "--projection",
         help="the matching head: a matching job's model (.npz from 'ipspace job model') or its bytes "
-        "form; default: untrained",
+        "form; default: the shipped head (data/matching_head_dp8.bin, trained federated with DP)",
     ),
     reveal: int = typer.Option(
         0,
@@ -90,12 +90,12 @@ def match(
     if expand or expand_add:
         vocabulary = Vocabulary.load(vocabulary_file)
         vocabulary.require(MODEL_ID, EMBEDDING_DIM)  # before the model loads or the coordinator is asked
-    if projection_file is not None:
-        projection = Projection.load(projection_file)
-        described = f"projection {projection.digest[:12]}… ({projection.dimension} dimensions)"
-    else:
-        projection = Projection.initial(UNTRAINED_PROJECTION_SEED)
-        described = "the untrained projection (no matching model given)"
+    projection = Projection.load(projection_file or SHIPPED_MATCHING_HEAD)
+    described = (
+        f"projection {projection.digest[:12]}… ({projection.dimension} dimensions)"
+        if projection_file is not None
+        else "the shipped matching head (trained federated with DP, epsilon 8)"
+    )
     token = read_token(identity)
     with CoordinatorClient(coordinator, identity, token) as client:
         now = datetime.now(UTC)

@@ -4,8 +4,8 @@ The consumer agrees each node's match offer, registers the agreements with the c
 encrypts the need on its own side, and sends it through the coordinator; every node scores all its titles
 under encryption, and only the consumer decrypts and ranks. It then reveals the title of the best match under
 the scouting agreement it already holds with that node. The need is a real SBIR topic (data/README.md); the
-projection is the untrained one until the federated matching model exists, and the titles' similarity to a
-need is a weak signal, not a judgement of relevance.
+projection is the shipped matching head (trained federated with DP, `SHIPPED_MATCHING_HEAD`), and the titles'
+similarity to a need is a weak signal, not a judgement of relevance.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from contracts.client import NodeClient
 from contracts.offers import Action, Constraints, Offer
 from crypto import Identity
 from ipspace.cli_identity import read_token
-from ipspace.cli_match import UNTRAINED_PROJECTION_SEED, ranked_table
+from ipspace.cli_match import ranked_table
 from ipspace.coordinator_client import CoordinatorClient
-from ipspace.sample_data import DATA_DIR
+from ipspace.sample_data import DATA_DIR, SHIPPED_MATCHING_HEAD
 
 SBIR_TOPICS = DATA_DIR / "sbir_topics_sample.csv.gz"
 NEED_TOPIC = "SBIR-T01084"  # Army: launch, charge and recovery of small unmanned aerial systems
@@ -81,7 +81,7 @@ def run_encrypted_match(
             raise RuntimeError(f"the match offer at {address} was not agreed: {status.reason}")
         agreements.append(status.agreement)
     title, text = sbir_need()
-    projection = Projection.initial(UNTRAINED_PROJECTION_SEED)
+    projection = Projection.load(SHIPPED_MATCHING_HEAD)
     keys = consumer_keys(projection)
     need = TextEmbedder().embed_one(text)
     with CoordinatorClient(api_url, consumer_dir, token) as client:

@@ -15,6 +15,9 @@ LENS_SOURCE = (
 
 # all-MiniLM-L6-v2 vectors of the shipped texts, made by data/build_embeddings.py (a lookup, not a model run).
 SHIPPED_EMBEDDINGS = DATA_DIR / "embeddings_minilm.npz"
+# A 128-d matching head trained federated with DP (epsilon 8 per node) by bench/matching_federated.py: the
+# consumer's default projection until it downloads one from a matching job (data/README.md says how made).
+SHIPPED_MATCHING_HEAD = DATA_DIR / "matching_head_dp8.bin"
 
 
 def shipped_embedder():

@@ -41,19 +41,10 @@ from coordinator.flower.fast_grid import FastPollGrid
 from coordinator.job_spec import JobState
 from coordinator.jobs import JobStore
 from models.tasks import task_wire
-from models.valuation.quality import ErrorSums
+from models.valuation.quality import SUM_FIELDS, ErrorSums
 
 log = logging.getLogger(__name__)
 app = ServerApp()
-# The Evaluate reply's sums (node/flower_client.py sends them as metrics), as `ErrorSums` names them.
-SUM_METRICS = (
-    "sum_squared_error",
-    "sum_target",
-    "sum_target_squared",
-    "sum_prediction",
-    "sum_prediction_squared",
-    "sum_product",
-)
 
 
 class JobStopped(Exception):
@@ -203,7 +194,7 @@ class DeltaFedAvg(FedAvg):
             reply: EvaluateRes
             node_sums = ErrorSums(
                 count=reply.num_examples,
-                **{name: float(reply.metrics[name]) for name in SUM_METRICS},
+                **{name: float(reply.metrics[name]) for name in SUM_FIELDS},
             )
             sums = sums + node_sums
             weighted_spearman += reply.num_examples * float(reply.metrics["spearman"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ErrorSums", "average_ranks", "r_squared", "spearman"]
+__all__ = ["SUM_FIELDS", "ErrorSums", "average_ranks", "r_squared", "spearman"]
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -82,7 +82,7 @@ class ErrorSums:
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"count must be a non-negative integer, got {self.count!r}")
-        for name in _SUM_FIELDS:
+        for name in SUM_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -92,7 +92,7 @@ class ErrorSums:
     @classmethod
     def empty(cls) -> ErrorSums:
         """The sums of no rows: the identity of `+`."""
-        return cls(0, *(0.0,) * len(_SUM_FIELDS))
+        return cls(0, *(0.0,) * len(SUM_FIELDS))
 
     @classmethod
     def of(cls, predicted: ArrayLike, actual: ArrayLike) -> ErrorSums:
@@ -112,7 +112,7 @@ class ErrorSums:
         if not isinstance(other, ErrorSums):
             return NotImplemented
         return ErrorSums(
-            self.count + other.count, *(getattr(self, name) + getattr(other, name) for name in _SUM_FIELDS)
+            self.count + other.count, *(getattr(self, name) + getattr(other, name) for name in SUM_FIELDS)
         )
 
     def mse(self) -> float:
@@ -160,7 +160,8 @@ class ErrorSums:
             raise ValueError("the error sums cover no rows: there is nothing to score")
 
 
-_SUM_FIELDS = (
+# The sums besides the count, as Evaluate replies carry them (contracts/v1/training.proto).
+SUM_FIELDS = (
     "sum_squared_error",
     "sum_target",
     "sum_target_squared",

@@ -41,12 +41,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from node.training.accountant import PrivacySpend, from_opacus_history
 from node.training.trainable import VALUATION, TrainableModel
 
-__all__ = ["DPConfig", "LocalUpdate", "local_dp_step", "planned_spend", "poisson_sample_rate"]
+OPTIMIZERS = ("sgd", "adam")
+
+__all__ = ["OPTIMIZERS", "DPConfig", "LocalUpdate", "local_dp_step", "planned_spend", "poisson_sample_rate"]
 
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Settings of one local DP-SGD step (plain SGD on the mean squared error).
+    """Settings of one local DP-SGD step on the mean squared error, with plain SGD or Adam.
+
+    Adam is post-processing of the privatised gradients (Opacus clips and noises each batch's gradient before
+    the optimizer sees it), so it spends exactly what SGD spends; its moments start afresh in every round.
 
     `steps` is the number of optimizer steps (each on one Poisson batch); 25 steps of batch 64 over 1,600 rows
     is one epoch. A noise multiplier of 0 is accepted (for tests); its spend is an infinite epsilon, which the
@@ -58,6 +63,7 @@ class DPConfig:
     learning_rate: float = 0.05
     batch_size: int = 64
     steps: int = 25
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         noise, clip, rate = self.noise_multiplier, self.max_grad_norm, self.learning_rate
@@ -67,6 +73,9 @@ class DPConfig:
         _require(_finite(rate) and rate > 0, f"learning_rate must be finite and > 0, got {rate!r}")
         _require(_positive_int(batch), f"batch_size must be a positive integer, got {batch!r}")
         _require(_positive_int(self.steps), f"steps must be a positive integer, got {self.steps!r}")
+        _require(
+            self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,8 @@ def _train(
     """DP-SGD on the rows: (new weights, mean loss over the sampled examples, Opacus accountant history)."""
     module = model.module_from_weights(start)
     module.train()
-    optimizer = torch.optim.SGD(module.parameters(), lr=config.learning_rate)
+    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
+    optimizer = optimizer_class(module.parameters(), lr=config.learning_rate)
     # make_private replaces this loader by a Poisson one that keeps its generator (and takes its batch size
     # as the expected batch size).
     loader = DataLoader(

@@ -91,6 +91,7 @@ def train_round(
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
         steps=settings.local_steps,
+        optimizer=settings.optimizer,
     )
     update = local_dp_step(weights, data.train_features, data.train_targets, config=config, model=model)
     if update.spend != plan.spend:  # local_dp_step checks Opacus against its own plan; this is ours

@@ -223,3 +223,20 @@ def test_empty_poisson_batches_are_survived(data: Data, start: list[np.ndarray])
     assert all(np.isfinite(array).all() for array in update.weights_delta)
     assert math.isfinite(update.train_loss)
     assert update.spend == PrivacySpend(1.0, 1 / 3, 12)
+
+
+def test_adam_on_the_privatised_gradients_learns_and_spends_what_sgd_spends(
+    data: Data, start: list[np.ndarray]
+) -> None:
+    adam = DPConfig(
+        noise_multiplier=0.5, max_grad_norm=1.0, learning_rate=0.01, batch_size=32, steps=20, optimizer="adam"
+    )
+    update = local_dp_step(start, *data, config=adam, seed=3)
+    assert (
+        update.spend
+        == planned_spend(NODE_ROWS, adam)
+        == planned_spend(NODE_ROWS, dataclasses.replace(adam, optimizer="sgd"))
+    )
+    assert _mse(_apply(start, update), data) < _mse(start, data)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        dataclasses.replace(adam, optimizer="lbfgs")
