@@ -29,6 +29,7 @@ def shipped_embedder():
         return TextEmbedder()
     return CachedEmbedder(TextEmbedder(), EmbeddingCache.load(SHIPPED_EMBEDDINGS))
 
+
 PHRASE_PAIRS_ID_FIELD = "id"
 PHRASE_PAIRS_SOURCE = (
     "Human-rated patent phrase pairs: a re-split of Google's 'U.S. Patent Phrase to Phrase Matching' "
