@@ -64,6 +64,7 @@ from bench.matching_quality import (
     RECIPE,
     _cached_embedder,
     _is_tuning,
+    _line,
     _pair_set,
     _phrases,
     _value,
@@ -324,18 +325,6 @@ def _checked(pearson: float, rho: float) -> tuple[float, float]:
 
 def _quick(settings: FedSettings) -> FedSettings:
     return replace(settings, rounds=1, local_steps=2)
-
-
-def _line(label: str, scores: list[tuple[float, float]]) -> dict[str, Any]:
-    pearson, rho = np.array([s[0] for s in scores]), np.array([s[1] for s in scores])
-    return {
-        "label": label,
-        "pearson": float(pearson.mean()),
-        "spearman": float(rho.mean()),
-        "pearson_range": [float(pearson.min()), float(pearson.max())],
-        "spearman_range": [float(rho.min()), float(rho.max())],
-        "runs": len(scores),
-    }
 
 
 # ---- tables --------------------------------------------------------------------------------------------
