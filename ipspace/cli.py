@@ -34,7 +34,8 @@ from node.config import NodeConfigError
 
 app = typer.Typer(
     help="A trusted data space for patent data: CA and identities, provider nodes behind a policy-checked,\n"
-    "audited gRPC gate, consumers' agreements and reveals, regulators' offline audit.",
+    "audited gRPC gate, consumers' agreements and reveals, federated training with DP and SecAgg+,\n"
+    "encrypted matching and valuation (CKKS), regulators' offline audit.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -56,8 +57,8 @@ def demo(
     keep: bool = typer.Option(False, help="keep the work directory afterwards"),
     rounds: int = typer.Option(3, min=1, max=30, help="rounds of the federated valuation job"),
 ) -> None:
-    """Run a complete local data space: CA, three provider nodes on real data, a coordinator with a federated
-    valuation job, a consumer and a regulator."""
+    """Run a complete local data space: CA, three provider nodes on real data, a coordinator, a consumer's
+    reveals, encrypted match and encrypted valuation, a federated valuation job, and a regulator's audit."""
     from ipspace.demo import run_demo
 
     raise typer.Exit(run_demo(workdir, keep=keep, rounds=rounds))
