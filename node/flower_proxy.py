@@ -21,6 +21,7 @@ import numpy as np
 from contracts.client import NodeClient
 from crypto import Identity
 from models.tasks import task_wire
+from models.valuation.quality import SUM_FIELDS
 
 NODE_ADDRESS_KEY = "node-address"
 IDENTITY_DIR_KEY = "identity-dir"
@@ -105,13 +106,5 @@ def evaluate(
     grant = grant_for(settings, grants_json)
     with settings.client() as node:
         reply = node.evaluate(grant, task_wire(task).to_bytes(weights))
-    metrics = {
-        "sum_squared_error": reply.sum_squared_error,
-        "sum_target": reply.sum_target,
-        "sum_target_squared": reply.sum_target_squared,
-        "sum_prediction": reply.sum_prediction,
-        "sum_prediction_squared": reply.sum_prediction_squared,
-        "sum_product": reply.sum_product,
-        "spearman": reply.spearman,
-    }
+    metrics = {name: getattr(reply, name) for name in SUM_FIELDS} | {"spearman": reply.spearman}
     return int(reply.count), metrics

@@ -10,6 +10,7 @@ import grpc
 
 from contracts.v1 import training_pb2, training_pb2_grpc
 from models.tasks import WireFormatError, task_wire
+from models.valuation.quality import SUM_FIELDS
 from node.gate import current_grant
 from node.grants import HandlerError, TrainingGrant, require
 
@@ -64,13 +65,8 @@ class TrainingHandler(training_pb2_grpc.TrainingServicer):
         sums, rank_correlation = evaluate_round(trainable_model(task), grant.prepared_data(), weights)
         return training_pb2.EvaluateResponse(
             count=sums.count,
-            sum_squared_error=sums.sum_squared_error,
-            sum_target=sums.sum_target,
-            sum_target_squared=sums.sum_target_squared,
             spearman=rank_correlation,
-            sum_prediction=sums.sum_prediction,
-            sum_prediction_squared=sums.sum_prediction_squared,
-            sum_product=sums.sum_product,
+            **{name: getattr(sums, name) for name in SUM_FIELDS},
         )
 
 
