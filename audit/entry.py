@@ -28,10 +28,14 @@ def timestamp_text(now: datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One decision of a node's gate: who asked what, what was decided, what it cost.
+    """One decision of a node's gate, or one action of the coordinator: who asked what, what was decided,
+    what it cost.
 
-    `time` is RFC 3339 UTC (see `timestamp_text`); `decision` is "allow" or "deny"; `status` is the gRPC
-    status code name the caller saw; `charges` maps a budget name to the amount spent by this call.
+    `time` is RFC 3339 UTC (see `timestamp_text`); `decision` is "allow" or "deny"; `status` is what the
+    caller saw: the gRPC status code name at a node, the HTTP status code (as text, "201") at the
+    coordinator; `charges` maps a budget name to the amount spent by this call; `target` names what the
+    action was about when `method` alone does not (a job id, an agreement id, a URL path). Leaves written
+    before `target` existed lack it and decode with None.
     """
 
     time: str
@@ -49,6 +53,7 @@ class AuditEntry:
     request_digest: str | None = None
     response_digest: str | None = None
     charges: dict[str, int] = field(default_factory=dict)
+    target: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:

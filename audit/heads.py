@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,25 @@ class SignedTreeHead:
             if not isinstance(data[name], kind) or isinstance(data[name], bool):
                 raise InvalidTreeHead(f"tree head field {name!r} must be of type {kind.__name__}")
         return cls(**data)
+
+    @classmethod
+    def from_wire(cls, head_json: bytes, signature: bytes, certificate_pem: bytes) -> SignedTreeHead:
+        """Rebuild a head from its signed JSON, raw signature and PEM certificate (the Audit RPC's form).
+
+        Raises InvalidTreeHead if the JSON is not a tree head's signed form; the signature is not checked here
+        (`verify_tree_head` does that), but the rebuilt head signs exactly `head_json` or fails verification.
+        """
+        try:
+            payload = json.loads(head_json)
+            pem = certificate_pem.decode("ascii")
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise InvalidTreeHead("the signed head is not JSON, or its certificate is not PEM text") from None
+        if not isinstance(payload, dict) or payload.get("type") != HEAD_TYPE:
+            raise InvalidTreeHead(f"the signed head is not of type {HEAD_TYPE!r}")
+        data = {name: payload.get(name) for name in ("node", "tree_size", "root_hash", "timestamp")}
+        data["signature"] = base64.b64encode(signature).decode("ascii")
+        data["certificate_pem"] = pem
+        return cls.from_dict(data)
 
 
 def head_payload(node: str, tree_size: int, root_hash: str, timestamp: str) -> bytes:

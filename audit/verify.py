@@ -95,7 +95,7 @@ def verify_contents(
     tree = MerkleTree(leaf_hash(leaf) for leaf in leaves)  # recomputed: the bundle's hashes are not trusted
     _check_roots(tree, contents.leaf_hashes, trusted, findings)
     _check_links(contents, trusted, findings)
-    _check_known_heads(tree, known_heads, contents.node, ca_cert_pem, findings)
+    _check_known_heads(tree, _not_among(known_heads, trusted), contents.node, ca_cert_pem, findings)
     if not trusted:
         findings.add(0, "no tree head in the bundle verifies")
     elif len(leaves) > trusted[-1].tree_size:
@@ -194,6 +194,13 @@ def _check_roots(
             findings.add(
                 proven, f"entries {proven}..{size - 1} do not hash to the root signed at size {size}"
             )
+
+
+def _not_among(known: Sequence[SignedTreeHead], trusted: list[SignedTreeHead]) -> list[SignedTreeHead]:
+    """Known heads that the bundle does not itself hold as trusted heads: those it does are checked against
+    the recomputed entries by `_check_roots`, which can name the bad entry exactly."""
+    held = {(head.tree_size, head.root_hash) for head in trusted}
+    return [head for head in known if (head.tree_size, head.root_hash) not in held]
 
 
 def _check_known_heads(

@@ -27,10 +27,10 @@ import torch
 
 from bench import BenchFailed
 from models.valuation.network import get_weights, model_from_weights, new_model
-from node.training.accountant import History, charge, spent_epsilon
 from node.training.calibration import noise_for_job
 from node.training.dp_step import DPConfig, local_dp_step
 from node.training.trainable import VALUATION, TrainableModel
+from policies.privacy_accountant import History, charge, spent_epsilon
 
 DELTA = 1e-5
 

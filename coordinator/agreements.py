@@ -113,6 +113,12 @@ class AgreementRegistry:
         entry = self.entry(agreement_id)
         return entry.agreement if entry is not None else None
 
+    def all(self) -> list[RegisteredAgreement]:
+        """Every registered agreement (for a regulator), oldest registration first."""
+        with reading(self.path) as db:
+            rows = db.execute("SELECT * FROM agreements ORDER BY registered_at, agreement_id").fetchall()
+        return [_entry(row) for row in rows]
+
     def for_org(self, org: str) -> list[RegisteredAgreement]:
         """The agreements ``org`` is a party of, oldest registration first."""
         with reading(self.path) as db:

@@ -18,6 +18,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crypto import Principal, Role, check_token_binding, principal_from_tls_certificate, verify_token
 from crypto.errors import InvalidCertificate, InvalidToken
@@ -82,8 +85,49 @@ def _bearer_token(authorization: str | None) -> str:
     return authorization[len(_BEARER) :].strip()
 
 
+class AuthenticateFirst:
+    """ASGI middleware: authenticate every request before anything reads its body.
+
+    FastAPI parses a JSON body before it runs any dependency, so without this a caller with no valid token
+    would hear about its body (422) instead of being refused (401). Paths under ``open_prefixes`` (each
+    ending in "/"; the dashboard's static page, which holds no data) pass with the transport's client
+    certificate alone. The
+    caller found here is kept in the request's state for `authenticated_caller`.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: CallerAuthenticator, open_prefixes: tuple[str, ...] = ()):
+        self._app = app
+        self._authenticator = authenticator
+        self._open_prefixes = open_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_open(scope["path"]):
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            caller = self._authenticator.authenticate(peer_certificate(scope), headers.get("authorization"))
+        except AuthenticationFailed as failed:
+            challenge = f'{_CHALLENGE}, error="invalid_token"' if failed.token_presented else _CHALLENGE
+            refusal = JSONResponse(
+                {"detail": failed.reason},
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                headers={"WWW-Authenticate": challenge},
+            )
+            await refusal(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self._app(scope, receive, send)
+
+    def _is_open(self, path: str) -> bool:
+        return any(path == prefix.rstrip("/") or path.startswith(prefix) for prefix in self._open_prefixes)
+
+
 def authenticated_caller(request: Request) -> Principal:
     """FastAPI dependency: the authenticated caller, or 401 with the reason and a Bearer challenge."""
+    known = getattr(request.state, "caller", None)
+    if isinstance(known, Principal):
+        return known  # authenticated by `AuthenticateFirst` for this very request
     authenticator: CallerAuthenticator = request.app.state.authenticator
     try:
         caller = authenticator.authenticate(
@@ -104,8 +148,9 @@ Caller = Annotated[Principal, Depends(authenticated_caller)]
 def require_roles(*roles: Role, audit_action: str | None = None) -> Callable[..., Principal]:
     """A dependency that admits only callers holding one of ``roles``; others get 403 with the reason.
 
-    With ``audit_action`` the refusal is also written to the app's event sink, so a refused submission,
-    cancel or download is on record like an allowed one.
+    With ``audit_action`` the refusal is also written to the app's event sink, so a refused registration,
+    submission, cancel, download or query is on record like an allowed one (if it cannot be written, the
+    call fails with 503 instead: `audit.AuditWriteError`).
     """
     allowed = frozenset(roles)
     names = ", ".join(sorted(role.value for role in allowed))
@@ -136,7 +181,10 @@ JobReader = Annotated[Principal, Depends(require_roles(Role.BUILDER, Role.REGULA
 JobSubmitter = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_action="job.submit"))]
 JobCanceller = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_action="job.cancel"))]
 ModelDownloader = Annotated[Principal, Depends(require_roles(Role.BUILDER, audit_action="model.download"))]
-AgreementParty = Annotated[Principal, Depends(require_roles(Role.BUILDER, Role.CONSUMER, Role.PROVIDER))]
+AgreementParty = Annotated[
+    Principal,
+    Depends(require_roles(Role.BUILDER, Role.CONSUMER, Role.PROVIDER, audit_action="agreement.register")),
+]
 QuerySender = Annotated[
     Principal, Depends(require_roles(Role.CONSUMER, Role.BUILDER, audit_action="query.match"))
 ]
@@ -144,3 +192,5 @@ QuerySender = Annotated[
 ValuationSender = Annotated[
     Principal, Depends(require_roles(Role.CONSUMER, Role.BUILDER, audit_action="query.valuate"))
 ]
+# The coordinator's own log is read by regulators only (reads are not recorded).
+LogReader = Annotated[Principal, Depends(require_roles(Role.REGULATOR))]

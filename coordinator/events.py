@@ -1,69 +1,75 @@
-"""The coordinator's record of its own actions: one JSON line per job submission, cancel or model download.
+"""The coordinator's record of its own actions: every call that changes state, allowed or refused.
 
-For now an append-only JSONL file; the signed audit log replaces it later. Every caller goes through one
-call, ``EventSink.record(...)`` (or the ``audited`` block around it), so swapping the sink touches no route.
+Every route goes through one call, ``EventSink.record(...)``, or the ``audited`` block around it; the sink is
+`coordinator.own_log.CoordinatorLog`, the same signed, tamper-evident log the nodes keep. A sink records
+durably before it returns and raises `audit.AuditWriteError` when it cannot: the call then fails (503, see
+``coordinator.api``) instead of succeeding unrecorded.
+
+Several agreements, one entry: an action that uses several agreements (a job, a match query) records them
+all in its one ``agreement_id`` field, as the agreement ids sorted and joined by "," (`joined_ids`). Ids are
+"sha256:<hex>" digests, so the separator is unambiguous, and "which actions used agreement X" is a substring
+search.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 from fastapi import HTTPException
 
-from contracts.fields import utc_text
+from audit import AuditWriteError
 from crypto import Principal
+
+ID_SEPARATOR = ","
 
 
 class EventSink(Protocol):
     def record(
-        self, *, actor: Principal, action: str, target: str, outcome: str, status: int, reason: str = ""
-    ) -> None: ...
-
-
-class JsonlEventLog:
-    """Appends one line per event to ``path`` and syncs it to disk before returning."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-
-    def record(
-        self, *, actor: Principal, action: str, target: str, outcome: str, status: int, reason: str = ""
+        self,
+        *,
+        actor: Principal,
+        action: str,
+        target: str,
+        outcome: str,
+        status: int,
+        reason: str = "",
+        dataset: str | None = None,
+        purpose: str | None = None,
+        agreement_id: str | None = None,
     ) -> None:
-        line = json.dumps(
-            {
-                "time": utc_text(datetime.now(UTC)),
-                "actor": {"name": actor.name, "org": actor.org, "role": str(actor.role)},
-                "action": action,
-                "target": target,
-                "outcome": outcome,
-                "status": status,
-                "reason": reason,
-            },
-            sort_keys=True,
-        )
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Record one event durably before returning; raise AuditWriteError if it could not be."""
+        ...
+
+
+def joined_ids(agreement_ids: Iterable[str]) -> str:
+    """The one ``agreement_id`` value of an action over several agreements: sorted, distinct, ","-joined."""
+    return ID_SEPARATOR.join(sorted(set(agreement_ids)))
 
 
 @dataclass
 class Outcome:
-    """What an audited block reports when it ends normally; the route fills it in."""
+    """What an audited block records when it ends; the route fills in what it learns on the way.
+
+    ``undo`` takes the block's effect back; it runs only when the block succeeded but its record could not
+    be written, so that an effect that would go on unrecorded (a started job) does not.
+    """
 
     target: str
     status: int = 200
     reason: str = ""
+    dataset: str | None = None
+    purpose: str | None = None
+    agreement_id: str | None = None
+    undo: Callable[[], None] | None = None
+
+    def about(self, *, dataset: str, purpose: str, agreement_ids: Iterable[str]) -> None:
+        """Name the dataset, purpose and agreements the action concerns (see `joined_ids`)."""
+        self.dataset = dataset
+        self.purpose = purpose
+        self.agreement_id = joined_ids(agreement_ids)
 
 
 @contextmanager
@@ -71,35 +77,46 @@ def audited(sink: EventSink, actor: Principal, action: str, target: str) -> Iter
     """Record ``action`` by ``actor`` once the block ends: "ok", or "refused" with the HTTP refusal's reason.
 
     Any other exception is recorded as "error" (its type only: its text may hold internals) and re-raised.
+    Raises AuditWriteError when the record cannot be written, after running ``Outcome.undo`` if set.
     """
     outcome = Outcome(target=target)
     try:
         yield outcome
     except HTTPException as refusal:
-        sink.record(
-            actor=actor,
-            action=action,
-            target=outcome.target,
-            outcome="refused",
+        _record(
+            sink,
+            actor,
+            action,
+            outcome,
+            result="refused",
             status=refusal.status_code,
             reason=str(refusal.detail),
         )
         raise
+    except AuditWriteError:
+        raise  # a record inside the block failed already: recording that would fail the same way
     except Exception as error:
-        sink.record(
-            actor=actor,
-            action=action,
-            target=outcome.target,
-            outcome="error",
-            status=500,
-            reason=type(error).__name__,
-        )
+        _record(sink, actor, action, outcome, result="error", status=500, reason=type(error).__name__)
         raise
+    try:
+        _record(sink, actor, action, outcome, result="ok", status=outcome.status, reason=outcome.reason)
+    except AuditWriteError:
+        if outcome.undo is not None:
+            outcome.undo()
+        raise
+
+
+def _record(
+    sink: EventSink, actor: Principal, action: str, outcome: Outcome, *, result: str, status: int, reason: str
+) -> None:
     sink.record(
         actor=actor,
         action=action,
         target=outcome.target,
-        outcome="ok",
-        status=outcome.status,
-        reason=outcome.reason,
+        outcome=result,
+        status=status,
+        reason=reason,
+        dataset=outcome.dataset,
+        purpose=outcome.purpose,
+        agreement_id=outcome.agreement_id,
     )

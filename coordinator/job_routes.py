@@ -2,7 +2,8 @@
 
 A builder sees and acts on its own org's jobs only; a regulator reads every job but downloads no model. A
 job of another org answers 404 exactly like a job that does not exist, so ids of other orgs' jobs cannot be
-probed. Submissions, cancels and downloads are recorded through the app's event sink, refused ones too.
+probed. Submissions, cancels and downloads are recorded in the coordinator's own log (the app's event
+sink), refused ones too, with the job's dataset, purpose and agreements once the job is known.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from coordinator.admission import export_refusal, job_refusals
 from coordinator.agreements import AgreementRegistry
 from coordinator.auth import JobCanceller, JobReader, JobSubmitter, ModelDownloader
 from coordinator.catalog import FederatedCatalog
-from coordinator.events import EventSink, audited
-from coordinator.job_spec import JobCreated, JobRecord, JobState, JobStatus, JobSubmission, JobSummary
+from coordinator.events import EventSink, Outcome, audited
+from coordinator.job_spec import (
+    JobCreated,
+    JobRecord,
+    JobSpec,
+    JobState,
+    JobStatus,
+    JobSubmission,
+    JobSummary,
+)
 from coordinator.jobs import InvalidTransition, JobExists, JobRunner, JobStore, UnknownJob
 from coordinator.match_fanout import MatchFanOut
 from crypto import Principal, Role
@@ -51,6 +60,10 @@ def services(request: Request) -> Services:
 
 
 Shared = Annotated[Services, Depends(services)]
+# Every recorded route may answer this (coordinator.api's handler of audit.AuditWriteError).
+UNRECORDED: dict[int | str, dict[str, object]] = {
+    503: {"model": Problem, "description": "the coordinator's audit log could not record the call"}
+}
 _REFUSALS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem, "description": "no valid token bound to the client certificate"},
     403: {"model": Problem, "description": "the caller's role may not do this"},
@@ -63,11 +76,12 @@ job_router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobCreated,
-    responses={**_REFUSALS, 400: {"model": Problem}, 409: {"model": Problem}},
+    responses={**_REFUSALS, 400: {"model": Problem}, 409: {"model": Problem}, **UNRECORDED},
 )
 def submit_job(submission: JobSubmission, caller: JobSubmitter, shared: Shared) -> JobCreated:
     """Admit a job for the caller's org and hand it to the runner. 400 lists every reason it cannot run."""
     with audited(shared.events, caller, "job.submit", submission.job_id) as outcome:
+        _about(outcome, submission)
         problems = job_refusals(submission, caller.org, shared.registry, now=datetime.now(UTC))
         if problems:
             raise HTTPException(
@@ -85,6 +99,7 @@ def submit_job(submission: JobSubmission, caller: JobSubmitter, shared: Shared) 
             raise HTTPException(status.HTTP_409_CONFLICT, exists.reason) from None
         _start(shared, record.job_id)
         outcome.status = status.HTTP_201_CREATED
+        outcome.undo = lambda: _withdraw(shared, record.job_id)  # no job runs that the log does not hold
     return JobCreated(job_id=record.job_id, state=record.state, status_path=f"/jobs/{record.job_id}")
 
 
@@ -105,12 +120,12 @@ def job_status(job_id: str, caller: JobReader, shared: Shared) -> JobStatus:
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobStatus,
-    responses={**_REFUSALS, 409: {"model": Problem}},
+    responses={**_REFUSALS, 409: {"model": Problem}, **UNRECORDED},
 )
 def cancel_job(job_id: str, caller: JobCanceller, shared: Shared) -> JobStatus:
     """A queued job is cancelled at once; a running one stops at its next round boundary. 409 if it ended."""
     with audited(shared.events, caller, "job.cancel", job_id) as outcome:
-        _visible_job(shared, caller, job_id)
+        _about(outcome, _visible_job(shared, caller, job_id).spec)
         try:
             record = shared.store.cancel(job_id, reason=f"cancelled by {caller.org}/{caller.name}")
         except InvalidTransition as ended:
@@ -133,12 +148,14 @@ def cancel_job(job_id: str, caller: JobCanceller, shared: Shared) -> JobStatus:
         },
         **_REFUSALS,
         409: {"model": Problem, "description": "the job has no final model (yet)"},
+        **UNRECORDED,
     },
 )
 def download_model(job_id: str, caller: ModelDownloader, shared: Shared) -> FileResponse:
     """The final model, only when every agreement of the job allows export (else 403 with the reason)."""
-    with audited(shared.events, caller, "model.download", job_id):
+    with audited(shared.events, caller, "model.download", job_id) as outcome:
         record = _visible_job(shared, caller, job_id)
+        _about(outcome, record.spec)
         refusal = export_refusal(record.spec.agreements, shared.registry)
         if refusal is not None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
@@ -164,6 +181,19 @@ def _visible_job(shared: Services, caller: Principal, job_id: str) -> JobRecord:
     if record is None or (caller.role != Role.REGULATOR and record.org != caller.org):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r} among the jobs you may see")
     return record
+
+
+def _about(outcome: Outcome, spec: JobSpec) -> None:
+    outcome.about(dataset=spec.dataset, purpose=spec.purpose, agreement_ids=spec.agreements)
+
+
+def _withdraw(shared: Services, job_id: str) -> None:
+    """Cancel a job just started whose submission could not be recorded (a queued one ends at once)."""
+    try:
+        shared.store.cancel(job_id, reason="withdrawn: the coordinator's audit log could not record it")
+    except InvalidTransition:
+        return  # it ended already
+    shared.runner.cancel(job_id)
 
 
 def _start(shared: Services, job_id: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
 
@@ -24,6 +25,9 @@ from crypto import Identity, Principal
 
 MAX_PARALLEL_NODES = 8
 MAX_AGREEMENTS = 64
+# The bit size of one prime of the modulus chain: SEAL's primes have at most 60 bits. Bounded here because the
+# wire's uint32 refuses a negative or huge value with a ValueError (a 500); the node checks the chain itself.
+PrimeBits = Annotated[int, Field(ge=1, le=60)]
 
 
 class _View(BaseModel):
@@ -32,7 +36,7 @@ class _View(BaseModel):
 
 class CkksParametersView(_View):
     poly_modulus_degree: int = Field(ge=1, le=65536)
-    coeff_modulus_bits: list[int] = Field(min_length=1, max_length=16)
+    coeff_modulus_bits: list[PrimeBits] = Field(min_length=1, max_length=16)
     scale_bits: int = Field(ge=1, le=64)
 
 

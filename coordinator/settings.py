@@ -63,6 +63,9 @@ class CoordinatorSettings(FrozenModel):
     port: int = Field(default=0, ge=0, le=65535)
     nodes: tuple[NodeEndpoint, ...] = ()
     node_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    audit_sync_interval_s: float = Field(
+        default=60.0, ge=0, le=86_400, description="seconds between syncs of the audit index (0: on demand)"
+    )
     token_file: Path | None = Field(default=None, description="defaults to <identity_dir>/token")
 
     @model_validator(mode="after")
@@ -82,8 +85,9 @@ class CoordinatorSettings(FrozenModel):
         return self.data_dir / "models"
 
     @property
-    def events_file(self) -> Path:
-        return self.data_dir / "events.jsonl"
+    def own_log_file(self) -> Path:
+        """The coordinator's own signed audit log (`coordinator.own_log`)."""
+        return self.data_dir / "audit.db"
 
     @property
     def token_path(self) -> Path:

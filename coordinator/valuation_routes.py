@@ -4,8 +4,9 @@
                                head degree and rotation steps to make keys for, and the budget left
 - POST /jobs/{id}/valuations   the same callers: encrypted features in, the encrypted value out
 
-Every POST is recorded as "query.valuate", answered or refused (a refused role, a malformed body and a
-spent budget too). The work and the checks are `coordinator.valuation_service`'s; here they become HTTP.
+Every POST is recorded in the coordinator's own log as "query.valuate", answered or refused (a refused
+role, a malformed body and a spent budget too), with the job's dataset, purpose and agreements once
+admitted. The work and the checks are `coordinator.valuation_service`'s; here they become HTTP.
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ def valuation_terms(job_id: str, caller: ValuationSender, service: Valuations) -
         **_REFUSALS,
         400: {"model": Problem, "description": "not base64, another parameter set, keys or query refused"},
         429: {"model": Problem, "description": "the org's valuation queries on this job are spent"},
-        503: {"model": Problem, "description": "every evaluation slot stayed busy"},
+        503: {
+            "model": Problem,
+            "description": "every evaluation slot stayed busy, or the audit log could not record the call",
+        },
     },
 )
 def valuate(
@@ -149,6 +153,8 @@ def valuate(
         try:
             now = datetime.now(UTC)
             admission = service.admit(caller, job_id, now=now)  # before 38 MB of keys are decoded
+            spec = admission.record.spec
+            outcome.about(dataset=spec.dataset, purpose=spec.purpose, agreement_ids=spec.agreements)
             answer = service.valuate(
                 admission,
                 parameter_set=query.parameter_set,

@@ -25,6 +25,7 @@ from ipspace import (
     cli_identity,
     cli_job,
     cli_match,
+    cli_model,
     cli_node,
     cli_valuate,
 )
@@ -35,7 +36,8 @@ from node.config import NodeConfigError
 app = typer.Typer(
     help="A trusted data space for patent data: CA and identities, provider nodes behind a policy-checked,\n"
     "audited gRPC gate, consumers' agreements and reveals, federated training with DP and SecAgg+,\n"
-    "encrypted matching and valuation (CKKS), regulators' offline audit.",
+    "encrypted matching and valuation (CKKS), regulators' audit of the whole data space (offline and on the\n"
+    "coordinator's dashboard) and signed model provenance.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -45,6 +47,7 @@ app.add_typer(cli_node.app, name="node")
 app.add_typer(cli_coordinator.app, name="coordinator")
 app.add_typer(cli_job.app, name="job")
 app.add_typer(cli_audit.app, name="audit")
+app.add_typer(cli_model.app, name="model")
 app.add_typer(cli_data.app, name="data")
 cli_consumer.register(app)
 cli_match.register(app)
@@ -56,12 +59,16 @@ def demo(
     workdir: str = typer.Option("demo-space", help="where the demo's CA, identities and nodes are made"),
     keep: bool = typer.Option(False, help="keep the work directory afterwards"),
     rounds: int = typer.Option(3, min=1, max=30, help="rounds of the federated valuation job"),
+    serve: bool = typer.Option(
+        False, help="afterwards keep the data space (and its dashboard) up until Ctrl-C; keeps the directory"
+    ),
 ) -> None:
     """Run a complete local data space: CA, three provider nodes on real data, a coordinator, a consumer's
-    reveals, encrypted match and encrypted valuation, a federated valuation job, and a regulator's audit."""
+    reveals, encrypted match and encrypted valuation, a federated valuation job, and the regulator's
+    verification of the whole data space; prints where the dashboard is."""
     from ipspace.demo import run_demo
 
-    raise typer.Exit(run_demo(workdir, keep=keep, rounds=rounds))
+    raise typer.Exit(run_demo(workdir, keep=keep, rounds=rounds, serve=serve))
 
 
 _REFUSAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}

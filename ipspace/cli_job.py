@@ -1,4 +1,5 @@
-"""``ipspace job``: a model builder's federated jobs on the coordinator — submit, follow, fetch the model."""
+"""``ipspace job``: a model builder's federated jobs on the coordinator — submit, follow, fetch the model and
+its provenance record."""
 
 from __future__ import annotations
 
@@ -105,6 +106,23 @@ def model(
     with _client(coordinator, identity) as client:
         out.write_bytes(client.model(job_id))
     console.print(f"model of {job_id} written to {out}")
+
+
+@app.command("provenance")
+def provenance(
+    job_id: str,
+    out: Path = typer.Option(
+        ..., help="where to write the record (JSON), for 'ipspace model provenance verify'"
+    ),
+    coordinator: str = COORDINATOR,
+    identity: Path = IDENTITY,
+) -> None:
+    """Fetch the succeeded job's model provenance, signed by the coordinator (written as served)."""
+    with _client(coordinator, identity) as client:
+        document = client.provenance(job_id)
+    out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    heads = document.get("record", {}).get("node_heads", {})
+    console.print(f"provenance of {job_id} ({len(heads)} node heads) written to {out}")
 
 
 @app.command("curve")

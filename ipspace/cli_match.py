@@ -84,7 +84,7 @@ def match(
 
     if reveal > top:
         raise typer.BadParameter(f"--reveal {reveal} asks for more titles than --top {top} prints")
-    addresses = _node_addresses(nodes)
+    addresses = node_addresses(nodes)
     member = Identity.load(identity)
     vocabulary = None
     if expand or expand_add:
@@ -155,7 +155,8 @@ def ranked_table(title: str, ranked: list, titles: dict[str, str] | None = None)
     return table
 
 
-def _node_addresses(specs: list[str]) -> dict[str, str]:
+def node_addresses(specs: list[str]) -> dict[str, str]:
+    """``--node NAME=HOST:PORT`` options as {name: address}; a malformed one is a usage error."""
     addresses = {}
     for spec in specs:
         name, separator, address = spec.partition("=")

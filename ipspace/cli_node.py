@@ -85,8 +85,15 @@ def serve(
         None, help="HOST:PORT of the coordinator's SuperLink: also run this node's Flower SuperNode"
     ),
     supernode_port: int = typer.Option(0, help="the SuperNode's local ClientApp port (0: any free port)"),
+    coordinator: str = typer.Option(
+        None, help="https://HOST:PORT of the coordinator: push this node's signed tree heads to it"
+    ),
+    push_every: float = typer.Option(30.0, min=1.0, help="seconds between tree-head pushes"),
 ) -> None:
     """Serve the node until SIGINT or SIGTERM; every data call passes the gate and is recorded.
+
+    With --coordinator the node pushes its signed tree heads to the coordinator at start and every
+    --push-every seconds, so that a rewrite of its log, or another log shown to someone else, is caught.
 
     With --superlink the node also runs its SuperNode (started and stopped with it), authenticated by the
     key 'ipspace node flower-key' made; its ClientApps reach this node only through the gate.
@@ -96,7 +103,7 @@ def serve(
     from node.server import NodeServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = NodeServer(directory, listen=listen)
+    server = NodeServer(directory, listen=listen, push_heads_to=coordinator, push_interval_s=push_every)
     port = server.start()
     console.print(
         f"node {server.config.name} serving on port {port} (address in {server.paths.address_file})"

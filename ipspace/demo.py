@@ -10,8 +10,11 @@
    each node's SuperNode (started with the node), SecAgg+ over DP-SGD steps the nodes run themselves, and the
    model's held-out quality beside a centralized baseline, with the epsilon each node spent. The consumer then
    values one real held-out patent with that model under encryption (``ipspace.demo_valuation``).
-5. A regulator exports every node's audit log over the Audit RPCs and verifies each bundle offline with only
-   the CA certificate. A summary table closes the run.
+5. The regulator's data-space verification. Every node has pushed its signed tree heads to the coordinator
+   all along; the regulator has the coordinator pull fresh ones and verify every log into its index, then
+   exports the whole data space (the coordinator's own log, each node's log straight from the node, the kept
+   heads and alerts) and verifies that bundle offline with only the CA certificate. A summary table closes
+   the run, with where the dashboard is (``--serve`` keeps the data space up to look at it).
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from audit import BundleInvalid, decode_leaf, verify_bundle
+from audit import decode_leaf
+from audit.space_bundle import COORDINATOR_DIR, NODES_DIR, verify_space
 from contracts.agreements import Agreement
 from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
 from coordinator.settings import CoordinatorSettings, NodeEndpoint
 from crypto import Identity, Role
-from ipspace.audit_export import export_node_log
 from ipspace.cli_identity import read_token
+from ipspace.coordinator_client import CoordinatorClient
 from ipspace.coordinator_host import CoordinatorHost, free_port
 from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
 from ipspace.demo_matching import match_offer, run_encrypted_match
@@ -42,6 +46,7 @@ from ipspace.demo_valuation import run_encrypted_valuation
 from ipspace.flower_processes import ChildProcess, write_supernode_key
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
+from ipspace.space_export import export_space
 from node.config import NodeConfig
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions
 
@@ -63,6 +68,8 @@ REVEAL_FIELDS = (
 START_TIMEOUT_S = 30.0
 DEMO_ROUNDS = 3  # SecAgg+ rounds cost about 25 s each here: three keep the whole demo within 3 minutes
 NODE_STOP_GRACE_S = 10.0  # a node stops its SuperNode (up to 5 s) before itself
+HEAD_PUSH_S = 10.0  # how often each node pushes its signed tree head to the coordinator
+SERVE_POLL_S = 1.0
 
 
 def _offer(org: str, manual: bool) -> Offer:
@@ -89,8 +96,11 @@ class _Nodes:
     def __init__(self) -> None:
         self.processes: dict[str, ChildProcess] = {}
 
-    def start(self, name: str, directory: Path, log_file: Path, superlink: str) -> None:
-        command = [sys.executable, "-m", "ipspace", "node", "serve", str(directory), "--superlink", superlink]
+    def start(self, name: str, directory: Path, log_file: Path, superlink: str, coordinator: str) -> None:
+        command = [
+            *(sys.executable, "-m", "ipspace", "node", "serve", str(directory)),
+            *("--superlink", superlink, "--coordinator", coordinator, "--push-every", str(HEAD_PUSH_S)),
+        ]
         self.processes[name] = ChildProcess.start(name, command, dict(os.environ), log_file)
 
     def wait_ready(self, directories: dict[str, Path]) -> dict[str, str]:
@@ -183,7 +193,8 @@ def _agree(client: NodeClient, node_dir: Path, name: str) -> Agreement:
     return status.agreement
 
 
-def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> int:
+def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS, serve: bool = False) -> int:
+    """Run the demo in ``workdir``; with ``serve`` keep the data space up (the dashboard too) until Ctrl-C."""
     started = time.monotonic()
     root = Path(workdir).resolve()
     space, node_dirs, ids, jurisdictions = _prepare(root)
@@ -204,10 +215,11 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> 
     results: dict[str, dict[str, object]] = {name: {} for name in node_dirs}
     try:
         api_port = host.start()
+        url = f"https://127.0.0.1:{api_port}"
         for name, directory in node_dirs.items():
             (directory / "flower").mkdir(exist_ok=True)
             host.register_supernode(write_supernode_key(directory / "flower"), name)
-            nodes.start(name, directory, root / f"{name}.log", host.superlink_address)
+            nodes.start(name, directory, root / f"{name}.log", host.superlink_address, url)
         addresses = nodes.wait_ready(node_dirs)
         console.print(f"Data: {LENS_SOURCE} (real, public; data/README.md)")
         console.print(
@@ -227,12 +239,16 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS) -> 
         run_encrypted_valuation(
             consumer, f"https://127.0.0.1:{api_port}", outcome.job["job_id"], outcome.model_file, console
         )
-        _regulator_check(regulator, addresses, root, space, results)
+        console.print("[bold]The regulator's data-space verification[/bold] (trusting only the CA)")
+        _regulator_check(regulator, url, addresses, root, space, results=results)
+        _print_summary(results, jurisdictions, time.monotonic() - started)
+        _print_dashboard(url, regulator, builder)
+        if serve:
+            _serve_until_interrupted(nodes)
     finally:
         nodes.stop()
         host.stop()
-    _print_summary(results, jurisdictions, time.monotonic() - started)
-    if not keep:
+    if not keep and not serve:
         shutil.rmtree(root)
     return 0 if all(str(r.get("verified", "")).startswith("OK") for r in results.values()) else 1
 
@@ -285,30 +301,65 @@ def _consumer_scenario(
 
 def _regulator_check(
     regulator: Path,
+    url: str,
     addresses: dict[str, str],
     root: Path,
     space: LocalDataSpace,
+    *,
     results: dict[str, dict[str, object]],
 ) -> None:
-    """The regulator exports every node's log over the Audit RPCs and verifies it offline."""
-    inspector = Identity.load(regulator)
-    for name, address in addresses.items():
-        bundle = root / "bundles" / name
-        bundle.parent.mkdir(exist_ok=True)
-        with NodeClient(address, inspector, read_token(regulator)) as client:
-            export_node_log(client, bundle, ca_cert_pem=space.ca.cert_pem)
-        try:
-            summary = verify_bundle(bundle, space.ca.cert_pem)
-            results[name]["verified"] = f"OK ({summary.entries} entries)"
-        except BundleInvalid as invalid:
-            results[name]["verified"] = f"INVALID at {invalid.first_bad_index}: {invalid.reason}"
-        decisions = [
-            decode_leaf(line)[1].decision for line in (bundle / "entries.jsonl").read_bytes().splitlines()
-        ]
-        results[name]["allowed"], results[name]["denied"] = (
-            decisions.count("allow"),
-            decisions.count("deny"),
+    """The coordinator pulls fresh heads and verifies every log into its index; the regulator exports the
+    whole data space and verifies that bundle offline with the CA certificate alone."""
+    token = read_token(regulator)
+    bundle = root / "space-bundle"
+    with CoordinatorClient(url, regulator, token) as client:
+        client.collect_heads()
+        index = {item["log"]: item["state"] for item in client.audit_status(sync=True)}
+        alerts = client.alerts()
+        export_space(
+            bundle, coordinator=client, nodes=addresses, identity=Identity.load(regulator), token=token
         )
+    verdict = verify_space(bundle, space.ca.cert_pem)
+    for part in verdict.parts:
+        result = results.setdefault(part.name, {})
+        result["index"] = index.get(part.name, "-")
+        if part.ok and part.summary is not None:
+            result["verified"] = f"OK ({part.summary.entries} entries)"
+        else:
+            where = f" at {part.first_bad_index}" if part.first_bad_index is not None else ""
+            result["verified"] = f"FAILED{where}: {'; '.join(part.problems)}"
+        log_dir = bundle / (COORDINATOR_DIR if part.kind == "coordinator" else f"{NODES_DIR}/{part.name}")
+        if (log_dir / "entries.jsonl").exists():
+            leaves = (log_dir / "entries.jsonl").read_bytes().splitlines()
+            decisions = [decode_leaf(leaf)[1].decision for leaf in leaves]
+            result["allowed"], result["denied"] = decisions.count("allow"), decisions.count("deny")
+    states = ", ".join(f"{log} {state}" for log, state in sorted(index.items()))
+    console.print(f"  the coordinator's index: {states}; {len(alerts)} alert(s)")
+    if verdict.ok:
+        console.print("  [green]the data space verifies[/green] offline, with only the CA certificate:")
+    else:
+        console.print(f"  [red]the data space FAILS[/red] offline: {', '.join(verdict.failing)}")
+    console.print(
+        f"  {sum(part.ok for part in verdict.parts)} of {len(verdict.parts)} logs; bundle in {bundle}"
+    )
+
+
+def _print_dashboard(url: str, regulator: Path, builder: Path) -> None:
+    console.print(
+        f"[bold]Dashboard[/bold]: {url}/dashboard/ (present a member's client certificate, e.g. "
+        f"{regulator}/tls.crt and tls.key, and sign in with its token, {regulator}/token; the builder's view "
+        f"with {builder})"
+    )
+
+
+def _serve_until_interrupted(nodes: _Nodes) -> None:
+    console.print("[bold]Serving[/bold] the data space until Ctrl-C (--serve)")
+    try:
+        while all(process.alive() for process in nodes.processes.values()):
+            time.sleep(SERVE_POLL_S)
+        console.print("[red]a node stopped[/red]; stopping the data space")
+    except KeyboardInterrupt:
+        console.print("stopping the data space")
 
 
 def _wait_supernodes(host: CoordinatorHost, count: int) -> None:
@@ -355,11 +406,13 @@ def _print_summary(
         "revealed",
         "refused",
         "log allow/deny",
+        "index",
         "audit verify",
         title=f"IP data space demo ({elapsed:.1f} s)",
     )
     for name, result in results.items():
-        held = " ".join(jurisdictions[name][:3]) + (" …" if len(jurisdictions[name]) > 3 else "")
+        held_by = jurisdictions.get(name, ("its own log",))
+        held = " ".join(held_by[:3]) + (" …" if len(held_by) > 3 else "")
         table.add_row(
             name,
             held,
@@ -367,6 +420,7 @@ def _print_summary(
             str(result.get("revealed", "-")),
             str(result.get("refused", "-")),
             f"{result.get('allowed', '-')}/{result.get('denied', '-')}",
+            str(result.get("index", "-")),
             str(result.get("verified", "not checked")),
         )
     console.print(table)

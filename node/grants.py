@@ -32,9 +32,9 @@ from node.state import (
 from node.store import DatasetDescription, DatasetInfo, DatasetStore
 from node.store_errors import NotEmbedded, UnknownDataset, UnknownField
 from node.training.data import NotTrainable, PreparedData, PreparedDataCache, prepare
-from node.training.spend_record import spend_charges
 from policies.decision import Decision, PrivacyObligation
 from policies.matching import MatchObligation
+from policies.spend_record import spend_charges
 
 if TYPE_CHECKING:
     from crypto.ckks import CkksParameters

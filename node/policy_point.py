@@ -28,7 +28,9 @@ from policies.training import TrainingRequest, decide_training
 
 # Who may read a node's catalog and its audit log without an agreement (a provider may narrow this).
 CATALOG_ROLES = frozenset({Role.BUILDER, Role.CONSUMER, Role.REGULATOR, Role.COORDINATOR, Role.PROVIDER})
-AUDIT_ROLES = frozenset({Role.REGULATOR})
+# The coordinator reads audit logs to index them for the regulator's dashboard: entries hold digests and call
+# metadata, never rows or query contents.
+AUDIT_ROLES = frozenset({Role.REGULATOR, Role.COORDINATOR})
 
 
 class PolicyPoint:

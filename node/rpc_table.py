@@ -34,7 +34,7 @@ class GateAction(StrEnum):
     TRAIN = "train"  # one local training step under a job grant
     EVALUATE = "train.evaluate"  # aggregate error on held-out rows, under the same grant
     MATCH = "match"  # encrypted scores of every record, for a query encrypted under the consumer's key
-    AUDIT_HEAD = "audit.head"  # signed tree heads are public to members: anyone may keep them
+    AUDIT_HEAD = "audit.head"  # signed tree heads and consistency proofs between them are open to members
     AUDIT_READ = "audit.read"
 
 
@@ -227,7 +227,8 @@ RULES: dict[str, MethodRule] = {
     "/ipspace.v1.Audit/GetTreeHead": MethodRule(GateAction.AUDIT_HEAD),
     "/ipspace.v1.Audit/GetEntries": MethodRule(GateAction.AUDIT_READ, _read_range),
     "/ipspace.v1.Audit/GetInclusionProof": MethodRule(GateAction.AUDIT_READ),
-    "/ipspace.v1.Audit/GetConsistencyProof": MethodRule(GateAction.AUDIT_READ),
+    # Hashes only, and what anyone who keeps heads needs to check two of them: open like the heads themselves.
+    "/ipspace.v1.Audit/GetConsistencyProof": MethodRule(GateAction.AUDIT_HEAD),
 }
 
 # Carry no data; TLS client authentication still applies. Not recorded, so that probes do not flood the log.

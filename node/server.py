@@ -48,6 +48,7 @@ from node.handlers import (
     RevealHandler,
     TrainingHandler,
 )
+from node.head_pusher import HeadPusher, PushOutcome
 from node.policy_point import PolicyPoint
 from node.recorder import Recorder
 from node.state import NodeState
@@ -69,7 +70,8 @@ SERVICE_NAMES = (
 
 
 LOCK_FILE = "node.lock"
-TRAINING_MODULES = ("node.training.rounds", "node.training.accountant")  # torch and Opacus, seconds to import
+# torch and Opacus: seconds to import, so a node that trains imports them while it starts serving
+TRAINING_MODULES = ("node.training.rounds", "policies.privacy_accountant")
 WARM_UP_JOIN_S = 60.0
 
 
@@ -87,7 +89,17 @@ def hold_directory_lock(path: Path) -> TextIO:
 class NodeServer:
     """Start with :meth:`start`, stop with :meth:`stop`; the audit log is closed (drained) on stop."""
 
-    def __init__(self, directory: Path, *, listen: str | None = None, max_workers: int = 16) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        listen: str | None = None,
+        max_workers: int = 16,
+        push_heads_to: str | None = None,
+        push_interval_s: float = 30.0,
+    ) -> None:
+        """``push_heads_to``: the coordinator's https URL, to push signed tree heads to every
+        ``push_interval_s`` seconds (see `node.head_pusher`)."""
         self.paths = NodePaths(directory)
         self.config = NodeConfig.load(directory)
         self.identity = Identity.load(self.paths.identity)
@@ -101,6 +113,9 @@ class NodeServer:
         self.port: int | None = None
         self._lock: TextIO | None = None
         self._warm_up: threading.Thread | None = None
+        self._push_heads_to = push_heads_to
+        self._push_interval_s = push_interval_s
+        self._pusher: HeadPusher | None = None
 
     def start(self) -> int:
         """Bind, start serving and write ``node.addr``; returns the port.
@@ -167,10 +182,21 @@ class NodeServer:
         host = self._listen.rsplit(":", 1)[0]
         self.paths.address_file.write_text(f"{host}:{self.port}\n")
         log.info("node %s (%s) serving on %s:%s", self.config.name, self.config.org, host, self.port)
+        if self._push_heads_to:
+            self._pusher = HeadPusher(
+                self._log, self._push_heads_to, self.paths.identity, interval_s=self._push_interval_s
+            )
+            self._pusher.start()
         if any(Action.TRAIN in offer.actions for offer in offers.values()):
             self._warm_up = threading.Thread(target=_import_training, name="warm-training", daemon=True)
             self._warm_up.start()
         return self.port
+
+    def push_heads_now(self) -> PushOutcome:
+        """Push a fresh signed tree head to the coordinator now; raises RuntimeError without one."""
+        if self._pusher is None:
+            raise RuntimeError("this node was started without a coordinator to push tree heads to")
+        return self._pusher.push_now()
 
     def wait(self) -> None:
         if self._server is not None:
@@ -183,6 +209,9 @@ class NodeServer:
         if self._server is not None:
             self._server.stop(grace).wait(grace + 5)
             self._server = None
+        if self._pusher is not None:
+            self._pusher.stop()
+            self._pusher = None
         if self._warm_up is not None:  # an interpreter must not exit in the middle of importing torch
             self._warm_up.join(WARM_UP_JOIN_S)
             self._warm_up = None

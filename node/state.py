@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS budgets (
     used INTEGER NOT NULL CHECK (used >= 0),
     PRIMARY KEY (agreement_id, kind)
 );
--- One differential-privacy ledger per agreement: its RDP history (JSON, node/training/accountant.py) and the
--- epsilon it amounts to at the agreement's delta, kept beside it so that reading it needs no accountant.
+-- One differential-privacy ledger per agreement: its RDP history (JSON, policies/privacy_accountant.py) and
+-- the epsilon it amounts to at the agreement's delta, kept beside it so that reading it needs no accountant.
 CREATE TABLE IF NOT EXISTS privacy_ledgers (
     agreement_id TEXT PRIMARY KEY,
     ledger_json TEXT NOT NULL,

@@ -6,6 +6,10 @@ by provider org, and the secure-aggregation settings. A watcher thread polls the
 while the job is still running (the ServerApp crashed, or the run was stopped), the job is marked failed with
 the run's own status, so no job is ever left "running". Run ids are kept in the job store's directory, so a
 restarted coordinator can still tell whether a job's run is alive.
+
+When a watched run ends with its job succeeded, the watcher calls the success listeners (`on_success`) with
+the job id, in the coordinator's API process: that is where the coordinator's identity lives, so that is
+where a succeeded job's model provenance is signed (`coordinator.provenance`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.agreements import AgreementRegistry
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.5
 SECAGG_THRESHOLD_SHARE = 2 / 3  # reconstruction threshold as a share of the cohort (2 of 3)
+
+SuccessListener = Callable[[str], object]
 
 
 class FlowerRunner:
@@ -46,6 +53,7 @@ class FlowerRunner:
         self._stopping = threading.Event()
         self._watchers: list[threading.Thread] = []
         self._watched: set[str] = set()
+        self._success_listeners: list[SuccessListener] = []
 
     def start(self, job_id: str) -> None:
         record = self._store.get(job_id)
@@ -74,6 +82,22 @@ class FlowerRunner:
             self._runs[job_id] = run_id
             self._runs_file.write_text(json.dumps(self._runs))
         self._watch_in_background(job_id, run_id)
+
+    def on_success(self, listener: SuccessListener) -> Callable[[], None]:
+        """Call ``listener(job_id)`` in a job's watcher thread once its run ended with the job succeeded.
+
+        Returns a function that removes the listener again. A listener that raises is logged; the job's state
+        and the other listeners are not affected.
+        """
+        with self._lock:
+            self._success_listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._success_listeners:
+                    self._success_listeners.remove(listener)
+
+        return remove
 
     def cancel(self, job_id: str) -> None:
         """Ask the ServerApp to stop at its next round (the store's cancel flag, set by the API); the run is
@@ -119,7 +143,11 @@ class FlowerRunner:
             time.sleep(WATCH_INTERVAL_S)
         else:
             return
-        if self._store.get(job_id).state != JobState.RUNNING:
+        state = self._store.get(job_id).state
+        if state == JobState.SUCCEEDED:
+            self._succeeded(job_id)
+            return
+        if state != JobState.RUNNING:
             return  # the ServerApp ended the job itself, as it should
         how = f"{sub_status}: {details}" if details else sub_status
         reason = f"the Flower run {run_id} ended ({how}) before the job did"
@@ -127,3 +155,12 @@ class FlowerRunner:
             self._store.set_state(job_id, JobState.FAILED, reason)
         except InvalidTransition:
             log.info("job %s ended while its run was being checked", job_id)
+
+    def _succeeded(self, job_id: str) -> None:
+        with self._lock:
+            listeners = list(self._success_listeners)
+        for listener in listeners:
+            try:
+                listener(job_id)
+            except Exception:  # another component's failure: logged with its traceback, the job stands
+                log.exception("a success listener of job %s failed", job_id)

@@ -17,9 +17,9 @@ from node.grants import HandlerError, TrainingGrant, require
 
 class TrainingHandler(training_pb2_grpc.TrainingServicer):
     def Train(self, request, context):
-        from node.training.accountant import LedgerCorrupted, PrivacyBudgetExhausted
         from node.training.rounds import plan_round, train_round
         from node.training.trainable import trainable_model
+        from policies.privacy_accountant import LedgerCorrupted, PrivacyBudgetExhausted
 
         grant = require(current_grant(), TrainingGrant)
         body = grant.facts.job_grant.body

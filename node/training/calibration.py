@@ -19,8 +19,8 @@ from functools import lru_cache
 
 from opacus.accountants.utils import get_noise_multiplier
 
-from node.training.accountant import MECHANISM, PrivacySpend, spent_epsilon
 from node.training.dp_step import poisson_sample_rate
+from policies.privacy_accountant import MECHANISM, PrivacySpend, spent_epsilon
 
 __all__ = ["noise_for_budget", "noise_for_job"]
 

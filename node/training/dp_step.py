@@ -38,8 +38,8 @@ from opacus import PrivacyEngine
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from node.training.accountant import PrivacySpend, from_opacus_history
 from node.training.trainable import VALUATION, TrainableModel
+from policies.privacy_accountant import PrivacySpend, from_opacus_history
 
 OPTIMIZERS = ("sgd", "adam")
 

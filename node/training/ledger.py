@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import grpc
 
 from node.state import BudgetExhausted, Effect, EffectRefused
-from node.training.accountant import (
+from policies.privacy_accountant import (
     LedgerCorrupted,
     PrivacyBudgetExhausted,
     PrivacySpend,

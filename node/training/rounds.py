@@ -19,19 +19,19 @@ import torch
 
 from contracts.job_grants import TrainingSettings
 from models.valuation.quality import ErrorSums, spearman
-from node.training.accountant import (
+from node.training.calibration import noise_for_budget
+from node.training.data import PreparedData
+from node.training.dp_step import DPConfig, LocalUpdate, local_dp_step, poisson_sample_rate
+from node.training.ledger import REPORTING_DELTA
+from node.training.trainable import TrainableModel
+from policies.privacy_accountant import (
     PrivacySpend,
     charge,
     check_budget,
     history_from_json,
     spent_epsilon,
 )
-from node.training.calibration import noise_for_budget
-from node.training.data import PreparedData
-from node.training.dp_step import DPConfig, LocalUpdate, local_dp_step, poisson_sample_rate
-from node.training.ledger import REPORTING_DELTA
-from node.training.spend_record import NOISE_UNITS
-from node.training.trainable import TrainableModel
+from policies.spend_record import NOISE_UNITS
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def entries(draw: st.DrawFn) -> AuditEntry:
         request_digest=draw(optional),
         response_digest=draw(optional),
         charges=draw(st.dictionaries(_text, st.integers(-(2**53) + 1, 2**53 - 1), max_size=4)),
+        target=draw(optional),
     )
 
 
@@ -65,6 +66,21 @@ def test_leaf_bytes_are_literal_jcs() -> None:
     assert b"\n" not in leaf
 
 
+def test_target_sorts_between_status_and_time_and_is_null_when_unset() -> None:
+    assert b'"status":"OK","target":null,"time":' in encode_leaf(entry(), 3)
+    assert b'"status":"OK","target":"job-7","time":' in encode_leaf(entry(target="job-7"), 3)
+
+
+def test_a_leaf_written_before_target_existed_still_decodes_unchanged() -> None:
+    old = json.loads(encode_leaf(entry(), 5))
+    del old["target"]
+    old_leaf = canonical_json(old)
+    index, decoded = decode_leaf(old_leaf)
+    assert (index, decoded) == (5, entry()) and decoded.target is None
+    # The log stores and hashes the leaf bytes as written, so an old leaf keeps its hash.
+    assert b"target" not in old_leaf
+
+
 def test_entry_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="decision"):
         entry(decision="maybe")
@@ -72,6 +88,8 @@ def test_entry_rejects_bad_values() -> None:
         entry(actor=None)
     with pytest.raises(ValueError, match="'reason' must be a string"):
         entry(reason=3)
+    with pytest.raises(ValueError, match="'target' must be a string"):
+        entry(target=7)
     with pytest.raises(ValueError, match="charge"):
         entry(charges={"reveal_records": True})
     with pytest.raises(ValueError, match="charge"):

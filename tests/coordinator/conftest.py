@@ -4,22 +4,26 @@ over mTLS on 127.0.0.1 (a fresh one, with its own state directory, per test)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from audit import AuditEntry, decode_leaf
+from audit.store import connect, iter_entries
 from contracts.agreements import Agreement
 from contracts.client import NodeClient
 from contracts.job_grants import TrainingSettings, sign_job_grant
 from contracts.offers import Action, Constraints, Offer
 from coordinator.api import create_app
 from coordinator.job_spec import new_job_id
+from coordinator.own_log import event_outcome
 from coordinator.server import CoordinatorServer
 from coordinator.settings import CoordinatorSettings, NodeEndpoint
 from crypto import Identity, Role
@@ -185,6 +189,7 @@ class Coordinator:
     runner: FakeRunner
     server: CoordinatorServer
     port: int
+    app: FastAPI
 
     @property
     def base_url(self) -> str:
@@ -202,12 +207,29 @@ class Coordinator:
         return httpx.Client(base_url=self.base_url, verify=context, headers=headers, timeout=10)
 
     def events(self, target: str | None = None) -> list[dict]:
-        """The event log's lines (those about ``target`` only, when given)."""
-        path = self.settings.events_file
+        """The entries of the coordinator's own log, as dicts (those about ``target`` only, when given).
+
+        Read from the log's SQLite file, so also after the coordinator stopped: the index and every entry
+        field, plus "action" (the method), "actor" ({name, org, role}), "outcome" and "status" as an int.
+        """
+        path = self.settings.own_log_file
         if not path.exists():
             return []
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
-        return [line for line in lines if target is None or line["target"] == target]
+        with closing(connect(path, read_only=True)) as conn:
+            leaves = [leaf for _, leaf, _ in iter_entries(conn, 0, 2**53)]
+        events = [_event(*decode_leaf(leaf)) for leaf in leaves]
+        return [event for event in events if target is None or event["target"] == target]
+
+
+def _event(index: int, entry: AuditEntry) -> dict:
+    return {
+        **entry.to_dict(),
+        "index": index,
+        "action": entry.method,
+        "actor": {"name": entry.actor, "org": entry.org, "role": entry.role},
+        "outcome": event_outcome(entry),
+        "status": int(entry.status),
+    }
 
 
 def coordinator_settings(space: Space, data_dir: Path, *, with_down_node: bool = True) -> CoordinatorSettings:
@@ -215,13 +237,18 @@ def coordinator_settings(space: Space, data_dir: Path, *, with_down_node: bool =
     if with_down_node:
         nodes.append(NodeEndpoint(name="node-down", address=f"127.0.0.1:{closed_port()}"))
     return CoordinatorSettings(
-        identity_dir=space.members["coordinator"], data_dir=data_dir, nodes=tuple(nodes), node_timeout_s=5.0
+        identity_dir=space.members["coordinator"],
+        data_dir=data_dir,
+        nodes=tuple(nodes),
+        node_timeout_s=5.0,
+        audit_sync_interval_s=0,  # the audit index syncs when a test asks (POST /audit/sync), not on a timer
     )
 
 
 def serve(space: Space, settings: CoordinatorSettings, runner: FakeRunner) -> Coordinator:
-    server = CoordinatorServer(settings, create_app(settings, runner))
-    return Coordinator(space, settings, runner, server, server.start())
+    app = create_app(settings, runner)
+    server = CoordinatorServer(settings, app)
+    return Coordinator(space, settings, runner, server, server.start(), app)
 
 
 @pytest.fixture

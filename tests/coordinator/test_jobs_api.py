@@ -7,7 +7,6 @@ the ServerApp process does.
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -319,15 +318,18 @@ def test_the_final_model_downloads_as_saved_once_the_job_succeeded(coordinator: 
     assert (event["action"], event["target"], event["outcome"]) == ("model.download", done, "ok")
 
 
-def test_each_event_line_says_who_did_what_with_which_outcome(coordinator: Coordinator) -> None:
-    body = submission(coordinator.space, _registered(coordinator, "node-us"))
+def test_each_event_says_who_did_what_with_which_outcome(coordinator: Coordinator) -> None:
+    agreements = _registered(coordinator, "node-us")
+    body = submission(coordinator.space, agreements)
     _submit(coordinator, body)
-    line = json.loads(coordinator.settings.events_file.read_text().splitlines()[0])
-    assert line["actor"] == {"name": "bea", "org": "acme", "role": "builder"}
-    assert (line["action"], line["target"], line["outcome"], line["status"]) == (
+    [event] = coordinator.events(body["job_id"])
+    assert event["actor"] == {"name": "bea", "org": "acme", "role": "builder"}
+    assert (event["action"], event["target"], event["outcome"], event["status"]) == (
         "job.submit",
         body["job_id"],
         "ok",
         201,
     )
-    assert line["time"].endswith("Z")
+    assert (event["dataset"], event["purpose"]) == (body["dataset"], body["purpose"])
+    assert event["agreement_id"] == agreements[0].agreement_id
+    assert event["time"].endswith("Z") and event["node"] == "coordinator"

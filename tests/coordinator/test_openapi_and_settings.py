@@ -23,6 +23,21 @@ EXPECTED_OPERATIONS = {
     ("/queries/match", "post"),
     ("/jobs/{job_id}/valuation", "get"),
     ("/jobs/{job_id}/valuations", "post"),
+    ("/audit/log/head", "get"),
+    ("/audit/log/entries", "get"),
+    ("/audit/log/consistency", "get"),
+    ("/audit/heads", "get"),
+    ("/audit/heads", "post"),
+    ("/audit/heads/observed", "post"),
+    ("/audit/heads/collect", "post"),
+    ("/audit/heads/{node}", "get"),
+    ("/audit/alerts", "get"),
+    ("/audit/status", "get"),
+    ("/audit/sync", "post"),
+    ("/audit/entries", "get"),
+    ("/audit/usage", "get"),
+    ("/me", "get"),
+    ("/jobs/{job_id}/provenance", "get"),
 }
 
 

@@ -148,4 +148,7 @@ def test_an_app_served_without_the_tls_extension_refuses_everyone(
         async with httpx.AsyncClient(transport=transport, base_url="https://coordinator") as client:
             return await client.get("/jobs", headers=headers)
 
-    assert "no client certificate" in _refusal(asyncio.run(call()), 401)
+    try:
+        assert "no client certificate" in _refusal(asyncio.run(call()), 401)
+    finally:
+        app.state.own_log.close()  # never served, so no lifespan closes it

@@ -29,8 +29,8 @@ from coordinator.job_spec import JobRecord, JobState
 from crypto import Identity
 from ipspace.audit_export import export_node_log
 from ipspace.cli_identity import read_token
-from node.training.accountant import History, PrivacySpend, charge, history_from_json, spent_epsilon
-from node.training.spend_record import NOISE_UNITS, PRIVACY_NOISE, PRIVACY_SAMPLING, PRIVACY_STEPS
+from policies.privacy_accountant import History, PrivacySpend, charge, history_from_json, spent_epsilon
+from policies.spend_record import NOISE_UNITS, PRIVACY_NOISE, PRIVACY_SAMPLING, PRIVACY_STEPS
 from tests.federated.conftest import COHORT_OF_ALL, FaultSpace
 
 RECEIVED = b"Receiving: train message"  # a SuperNode's log line for each message of a round
@@ -136,7 +136,7 @@ def _node_snapshot(node_dir: Path) -> tuple[list[bytes], dict[str, tuple[str, fl
 
 
 def _spend_of(charges: dict[str, int]) -> PrivacySpend:
-    """The round's spend, as its entry's integer charges state it (node/training/spend_record.py)."""
+    """The round's spend, as its entry's integer charges state it (policies/spend_record.py)."""
     return PrivacySpend(
         noise_multiplier=charges[PRIVACY_NOISE] / NOISE_UNITS,
         sample_rate=1 / charges[PRIVACY_SAMPLING],

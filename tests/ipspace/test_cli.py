@@ -304,6 +304,17 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path: Path) -> None:
     assert result.stderr.strip(), "an error must say why"
 
 
+@pytest.mark.parametrize(
+    "where", [[], ["--node", "127.0.0.1:1", "--coordinator", "https://127.0.0.1:1"]], ids=["neither", "both"]
+)
+def test_an_export_names_exactly_one_log_to_export(tmp_path: Path, where: list[str]) -> None:
+    bundle = tmp_path / "bundle"
+    result = run("audit", "export", str(bundle), *where, "--identity", str(tmp_path), check=False)
+    assert result.returncode == ExitCode.USAGE
+    assert "exactly one of --node" in result.stderr and "--coordinator" in result.stderr
+    assert not bundle.exists()
+
+
 def _loaded_torch(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
@@ -341,7 +352,9 @@ def test_the_demo_runs_the_whole_data_space(tmp_path: Path) -> None:
     result = run("demo", "--workdir", str(tmp_path / "demo"), "--rounds", "2", timeout=480)
     for node in ("node-us", "node-eu", "node-apac"):
         assert node in result.stdout
-    assert result.stdout.count("OK (") == 3, result.stdout
+    assert result.stdout.count("OK (") == 4, result.stdout  # three nodes' logs and the coordinator's own
+    assert "the data space verifies" in result.stdout
+    assert "/dashboard/" in result.stdout
     assert "PERMISSION_DENIED" in result.stdout
     assert "Valuation model quality" in result.stdout and "epsilon spent per node" in result.stdout
     assert "titles scored at 3 nodes" in result.stdout  # the encrypted match reached every node

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant
 
-from node.training.accountant import (
+from policies.privacy_accountant import (
     LedgerCorrupted,
     PrivacyBudgetExhausted,
     PrivacySpend,

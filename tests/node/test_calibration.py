@@ -7,15 +7,15 @@ import math
 import pytest
 from opacus.accountants import RDPAccountant
 
-from node.training.accountant import (
+from node.training.calibration import noise_for_budget, noise_for_job
+from node.training.dp_step import poisson_sample_rate
+from policies.privacy_accountant import (
     PrivacyBudgetExhausted,
     PrivacySpend,
     charge,
     check_budget,
     spent_epsilon,
 )
-from node.training.calibration import noise_for_budget, noise_for_job
-from node.training.dp_step import poisson_sample_rate
 
 # Opacus notes, for large budgets, that RDP orders beyond its default range would give a tighter bound; the
 # node's ledger uses the same default orders, so the calibration is consistent with it either way.

@@ -16,8 +16,8 @@ from models.valuation.network import get_weights, model_from_weights, new_model,
 from models.valuation.target import cohort_stats, normalised_targets
 from node.partition import read_rows
 from node.training import dp_step
-from node.training.accountant import PrivacySpend, charge, spent_epsilon, would_exceed
 from node.training.dp_step import DPConfig, LocalUpdate, local_dp_step, planned_spend, poisson_sample_rate
+from policies.privacy_accountant import PrivacySpend, charge, spent_epsilon, would_exceed
 
 # Opacus warns once per engine that torchcsprng is absent (see dp_step's docstring), and torch warns on
 # every step that the inputs need no gradient; neither is what these tests check.

@@ -186,7 +186,7 @@ def test_a_proposal_signed_by_someone_else_is_refused(space: Space) -> None:
 
 
 # Every RPC that some roles may not call, called by one of them. The catalog (ListDatasets, DescribeDataset,
-# ListOffers) and GetTreeHead are open to every member by design.
+# ListOffers), GetTreeHead and GetConsistencyProof are open to every member by design.
 WRONG_ROLE_CALLS = {
     "Reveal by a regulator": ("regulator", lambda s, c, a, p: c.reveal(a, s.record_ids[:1], ["title"])),
     # alice's own, validly signed proposal, sent over the regulator's connection
@@ -208,7 +208,6 @@ WRONG_ROLE_CALLS = {
     ),
     "GetEntries by a consumer": ("alice", lambda s, c, a, p: c.entries(0, 1)),
     "GetInclusionProof by a consumer": ("alice", lambda s, c, a, p: c.inclusion_proof(0, 1)),
-    "GetConsistencyProof by a consumer": ("alice", lambda s, c, a, p: c.consistency_proof(1, 1)),
 }
 
 
@@ -219,6 +218,16 @@ def test_the_wrong_role_is_refused(space: Space, case: str) -> None:
     prepared = _proposal_request(space, "alice")
     refused = _refused(space, member, lambda client: call(space, client, agreement, prepared))
     assert refused.status == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_any_member_may_check_two_tree_heads_but_not_read_the_entries(space: Space) -> None:
+    with space.client("alice") as client:
+        head = client.tree_head(fresh=True)
+        assert head.tree_size > 1
+        assert len(client.consistency_proof(1, head.tree_size)) > 0
+        with pytest.raises(NodeRefused) as refused:
+            client.entries(0, 1)
+    assert refused.value.status == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_manual_approval_waits_for_the_provider_and_is_logged(space: Space) -> None:

@@ -30,8 +30,8 @@ from models.valuation.network import get_weights, new_model
 from models.valuation.wire import weights_from_bytes, weights_to_bytes
 from node.partition import Partition, read_rows, write_partitions
 from node.server import NodeServer
-from node.training.accountant import PrivacySpend, spent_epsilon
-from node.training.spend_record import NOISE_UNITS, PRIVACY_NOISE, PRIVACY_SAMPLING, PRIVACY_STEPS
+from policies.privacy_accountant import PrivacySpend, spent_epsilon
+from policies.spend_record import NOISE_UNITS, PRIVACY_NOISE, PRIVACY_SAMPLING, PRIVACY_STEPS
 
 ORG = "office-t"
 PURPOSE = "valuation"
