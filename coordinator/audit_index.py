@@ -19,18 +19,18 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from audit import AuditLog, InvalidProof, MerkleTree, SignedTreeHead, decode_leaf, leaf_hash
+from audit import AuditEntry, AuditLog, SignedTreeHead
 from audit.gossip import Verdict
-from audit.proofs import verify_inclusion
-from contracts.client import NodeClient, NodeRefused
+from contracts.client import NodeRefused
 from contracts.fields import utc_text
 from coordinator.database import create_schema, reading, transaction
 from coordinator.head_collect import collect_head
 from coordinator.head_gossip import HeadGossip, Receipt
+from coordinator.log_check import CheckedBatch, check_batch, fetch_checked
 from coordinator.settings import CoordinatorSettings, NodeEndpoint, SettingsError
 from crypto import Identity
 
@@ -69,8 +69,6 @@ CREATE TABLE IF NOT EXISTS log_status (
     checked_at TEXT NOT NULL
 );
 """
-PAGE = 2000  # entries fetched per GetEntries call
-MAX_LOCATE_PROOFS = 5000  # inclusion proofs asked to locate a bad entry; past this the batch's start is named
 ENTRY_COLUMNS = (
     "time",
     "actor",
@@ -157,15 +155,6 @@ class EntryQuery:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
-@dataclass
-class _Batch:
-    """Entries fetched from a log and checked against its signed head, ready to index."""
-
-    rows: list[tuple] = field(default_factory=list)
-    first_bad_index: int | None = None
-    reason: str = ""
-
-
 class AuditIndex:
     """The index over the coordinator's SQLite file; ``sync_*`` write, the rest read. Safe across threads."""
 
@@ -230,7 +219,7 @@ class AuditIndex:
         indexed = self._indexed_hashes(node.name)
         try:
             with node.client(identity, token, timeout_s=timeout_s) as client:
-                batch = _fetch_checked(client, node.name, indexed, head, full=full)
+                batch = fetch_checked(client, indexed, head, full=full)
         except NodeRefused as refused:
             self._set_status(
                 node.name, "node", "unreachable", reason=f"{refused.status.name}: {refused.reason}"
@@ -243,16 +232,16 @@ class AuditIndex:
         name = head.node
         indexed = self._indexed_hashes(name)
         leaves = own_log.entries(len(indexed), head.tree_size)
-        self._store(name, "coordinator", head, _checked(name, indexed, leaves, head, locate=None))
+        self._store(name, "coordinator", head, check_batch(indexed, leaves, head))
 
-    def _store(self, log: str, kind: str, head: SignedTreeHead, batch: _Batch) -> None:
+    def _store(self, log: str, kind: str, head: SignedTreeHead, batch: CheckedBatch) -> None:
         if batch.first_bad_index is not None:
             self._set_status(
                 log, kind, "failed", head=head, first_bad_index=batch.first_bad_index, reason=batch.reason
             )
             return
         with transaction(self.path) as connection:
-            connection.executemany(_INSERT_ENTRY, batch.rows)
+            connection.executemany(_INSERT_ENTRY, [_row(log, *item) for item in batch.entries])
         self._set_status(log, kind, "verified", head=head, reason=f"{head.tree_size} entries verified")
 
     def _indexed_hashes(self, log: str) -> list[bytes]:
@@ -318,72 +307,6 @@ class AuditIndex:
                 yield _entry(row)
 
 
-def _fetch_checked(
-    client: NodeClient, log: str, indexed: list[bytes], head: SignedTreeHead, *, full: bool
-) -> _Batch:
-    """Fetch the entries after ``indexed`` (all of them when ``full``) up to the head and check them."""
-    if head.tree_size < len(indexed):
-        return _Batch(
-            first_bad_index=head.tree_size, reason="the node's head is smaller than what was indexed"
-        )
-    start = 0 if full else len(indexed)
-    leaves: list[bytes] = []
-    for first in range(start, head.tree_size, PAGE):
-        leaves.extend(client.entries(first, min(head.tree_size, first + PAGE), page=PAGE))
-
-    def locate(index: int) -> list[bytes]:
-        return client.inclusion_proof(index, head.tree_size)
-
-    batch = _checked(log, indexed[:start], leaves, head, locate=locate)
-    if full and batch.first_bad_index is None:
-        # What the node serves now must be what was verified and indexed before, entry for entry.
-        changed = next((i for i, row in enumerate(batch.rows[: len(indexed)]) if row[2] != indexed[i]), None)
-        if changed is not None:
-            return _Batch(
-                first_bad_index=changed, reason=f"entry {changed} differs from the one indexed before"
-            )
-    return batch
-
-
-def _checked(
-    log: str,
-    indexed: list[bytes],
-    leaves: list[bytes],
-    head: SignedTreeHead,
-    *,
-    locate: Callable[[int], list[bytes]] | None,
-) -> _Batch:
-    """Rows for ``leaves`` (entries len(indexed).. of the log) if, with ``indexed``, they hash to the head."""
-    start = len(indexed)
-    if start + len(leaves) != head.tree_size:
-        return _Batch(
-            first_bad_index=start + len(leaves), reason="the node sent fewer entries than its head covers"
-        )
-    hashes = [leaf_hash(leaf) for leaf in leaves]
-    batch = _Batch()
-    for offset, leaf in enumerate(leaves):
-        index = start + offset
-        try:
-            embedded, entry = decode_leaf(leaf)
-        except ValueError as error:
-            return _Batch(first_bad_index=index, reason=f"entry {index} is malformed: {error}")
-        if embedded != index:
-            return _Batch(first_bad_index=index, reason=f"entry {index} carries index {embedded}")
-        values = [getattr(entry, name) for name in ENTRY_COLUMNS]
-        values[0] = normal_time(entry.time) or entry.time  # one format, so that times compare as text
-        for position, name in enumerate(ENTRY_COLUMNS):
-            if name in _OPTIONAL_COLUMNS and values[position] == "":
-                values[position] = None  # a node writes "" for "none" (a call under no agreement)
-        batch.rows.append((log, index, hashes[offset], json.dumps(entry.charges, sort_keys=True), *values))
-    if MerkleTree([*indexed, *hashes]).root(head.tree_size) == head.root:
-        return batch
-    bad = _first_bad(start, hashes, head, locate)
-    return _Batch(
-        first_bad_index=bad,
-        reason=f"entry {bad} does not hash to the leaf the node signed at size {head.tree_size}",
-    )
-
-
 def normal_time(text: str) -> str | None:
     """An RFC 3339 time (Z or an offset) as the one UTC form the index stores; None if it is not one."""
     try:
@@ -395,18 +318,13 @@ def normal_time(text: str) -> str | None:
     return utc_text(moment)
 
 
-def _first_bad(
-    start: int, hashes: list[bytes], head: SignedTreeHead, locate: Callable[[int], list[bytes]] | None
-) -> int:
-    """The first entry whose hash the node's own inclusion proof does not lead to its signed root."""
-    if locate is None:
-        return start
-    for offset, value in enumerate(hashes[:MAX_LOCATE_PROOFS]):
-        try:
-            verify_inclusion(value, start + offset, head.tree_size, locate(start + offset), head.root)
-        except (InvalidProof, NodeRefused):
-            return start + offset
-    return start
+def _row(log: str, index: int, hashed: bytes, entry: AuditEntry) -> tuple:
+    values = [getattr(entry, name) for name in ENTRY_COLUMNS]
+    values[0] = normal_time(entry.time) or entry.time  # one format, so that times compare as text
+    for position, name in enumerate(ENTRY_COLUMNS):
+        if name in _OPTIONAL_COLUMNS and values[position] == "":
+            values[position] = None  # a node writes "" for "none" (a call under no agreement)
+    return (log, index, hashed, json.dumps(entry.charges, sort_keys=True), *values)
 
 
 def _status(row: sqlite3.Row) -> LogStatus:

@@ -30,23 +30,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from audit import decode_leaf
-from audit.space_bundle import COORDINATOR_DIR, NODES_DIR, verify_space
 from contracts.agreements import Agreement
 from contracts.client import NodeClient, NodeRefused
 from contracts.offers import Action, Constraints, Offer
 from coordinator.settings import CoordinatorSettings, NodeEndpoint
 from crypto import Identity, Role
 from ipspace.cli_identity import read_token
-from ipspace.coordinator_client import CoordinatorClient
 from ipspace.coordinator_host import CoordinatorHost, free_port
 from ipspace.demo_federated import JobOutcome, run_valuation_job, training_offer
 from ipspace.demo_matching import match_offer, run_encrypted_match
+from ipspace.demo_regulator import print_dashboard, run_regulator_check
 from ipspace.demo_valuation import run_encrypted_valuation
 from ipspace.flower_processes import ChildProcess, write_supernode_key
 from ipspace.local_space import LOOPBACK_HOSTS, LocalDataSpace
 from ipspace.sample_data import LENS_FAMILIES, LENS_ID_FIELD, LENS_SOURCE
-from ipspace.space_export import export_space
 from node.config import NodeConfig
 from node.partition import partition_by_jurisdiction, read_rows, write_partitions
 
@@ -240,9 +237,9 @@ def run_demo(workdir: str, *, keep: bool = False, rounds: int = DEMO_ROUNDS, ser
             consumer, f"https://127.0.0.1:{api_port}", outcome.job["job_id"], outcome.model_file, console
         )
         console.print("[bold]The regulator's data-space verification[/bold] (trusting only the CA)")
-        _regulator_check(regulator, url, addresses, root, space, results=results)
+        run_regulator_check(regulator, url, addresses, root, space, results=results)
         _print_summary(results, jurisdictions, time.monotonic() - started)
-        _print_dashboard(url, regulator, builder)
+        print_dashboard(url, regulator, builder)
         if serve:
             _serve_until_interrupted(nodes)
     finally:
@@ -297,59 +294,6 @@ def _consumer_scenario(
             for line in refusals[: 1 if name != "node-us" else 2]:
                 console.print(f"  {name}: refused {line}")
     return agreements
-
-
-def _regulator_check(
-    regulator: Path,
-    url: str,
-    addresses: dict[str, str],
-    root: Path,
-    space: LocalDataSpace,
-    *,
-    results: dict[str, dict[str, object]],
-) -> None:
-    """The coordinator pulls fresh heads and verifies every log into its index; the regulator exports the
-    whole data space and verifies that bundle offline with the CA certificate alone."""
-    token = read_token(regulator)
-    bundle = root / "space-bundle"
-    with CoordinatorClient(url, regulator, token) as client:
-        client.collect_heads()
-        index = {item["log"]: item["state"] for item in client.audit_status(sync=True)}
-        alerts = client.alerts()
-        export_space(
-            bundle, coordinator=client, nodes=addresses, identity=Identity.load(regulator), token=token
-        )
-    verdict = verify_space(bundle, space.ca.cert_pem)
-    for part in verdict.parts:
-        result = results.setdefault(part.name, {})
-        result["index"] = index.get(part.name, "-")
-        if part.ok and part.summary is not None:
-            result["verified"] = f"OK ({part.summary.entries} entries)"
-        else:
-            where = f" at {part.first_bad_index}" if part.first_bad_index is not None else ""
-            result["verified"] = f"FAILED{where}: {'; '.join(part.problems)}"
-        log_dir = bundle / (COORDINATOR_DIR if part.kind == "coordinator" else f"{NODES_DIR}/{part.name}")
-        if (log_dir / "entries.jsonl").exists():
-            leaves = (log_dir / "entries.jsonl").read_bytes().splitlines()
-            decisions = [decode_leaf(leaf)[1].decision for leaf in leaves]
-            result["allowed"], result["denied"] = decisions.count("allow"), decisions.count("deny")
-    states = ", ".join(f"{log} {state}" for log, state in sorted(index.items()))
-    console.print(f"  the coordinator's index: {states}; {len(alerts)} alert(s)")
-    if verdict.ok:
-        console.print("  [green]the data space verifies[/green] offline, with only the CA certificate:")
-    else:
-        console.print(f"  [red]the data space FAILS[/red] offline: {', '.join(verdict.failing)}")
-    console.print(
-        f"  {sum(part.ok for part in verdict.parts)} of {len(verdict.parts)} logs; bundle in {bundle}"
-    )
-
-
-def _print_dashboard(url: str, regulator: Path, builder: Path) -> None:
-    console.print(
-        f"[bold]Dashboard[/bold]: {url}/dashboard/ (present a member's client certificate, e.g. "
-        f"{regulator}/tls.crt and tls.key, and sign in with its token, {regulator}/token; the builder's view "
-        f"with {builder})"
-    )
 
 
 def _serve_until_interrupted(nodes: _Nodes) -> None:
