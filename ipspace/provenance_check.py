@@ -9,7 +9,8 @@ node or the coordinator says:
    recorded size to it, verified here): nothing the head covered was rewritten or removed since;
 2. the node's entries up to the recorded size hash to the recorded root: they are the entries it signed for;
 3. among them are the job's own Train calls (method ``/ipspace.v1.Training/Train``, decision ``allow``, an
-   agreement of the record): the node did train under the job's agreements before the head was signed.
+   agreement of the record, and the job's id as the entry's target, which the node takes from the signed
+   job grant): the node did train for this job before the head was signed.
 """
 
 from __future__ import annotations
@@ -53,18 +54,22 @@ class _Failed(Exception):
 
 
 def check_node_log(
-    client: NodeClient, recorded: SignedTreeHead, agreements: Iterable[str], ca_cert_pem: bytes
+    client: NodeClient,
+    recorded: SignedTreeHead,
+    job_id: str,
+    agreements: Iterable[str],
+    ca_cert_pem: bytes,
 ) -> NodeLogCheck:
     """Check that the node behind ``client`` still holds the log ``recorded`` (a verified head) signed, with
-    allowed Train calls under ``agreements`` in it. Never raises for what the node answers or refuses: the
-    returned check says why it fails."""
+    allowed Train calls of job ``job_id`` under ``agreements`` in it. Never raises for what the node answers
+    or refuses: the returned check says why it fails."""
     current_size: int | None = None
     try:
         current = _fresh_head(client, recorded.node, ca_cert_pem)
         current_size = current.tree_size
         _check_extends(client, recorded, current)
         leaves = client.entries(0, recorded.tree_size)
-        train_calls = _train_calls(leaves, recorded, set(agreements))
+        train_calls = _train_calls(leaves, recorded, job_id, set(agreements))
     except _Failed as failed:
         return NodeLogCheck(recorded.node, False, failed.reason, recorded.tree_size, current_size)
     except NodeRefused as refused:
@@ -73,7 +78,7 @@ def check_node_log(
     return NodeLogCheck(
         recorded.node,
         True,
-        f"its log extends the recorded head; {train_calls} allowed Train calls of the job's agreements",
+        f"its log extends the recorded head; {train_calls} allowed Train calls of the job",
         recorded.tree_size,
         current_size,
         train_calls,
@@ -105,7 +110,9 @@ def check_nodes(
             checks.append(NodeLogCheck(name, False, reason, head.tree_size))
             continue
         with NodeClient(address, identity, token, timeout_s=timeout_s) as client:
-            checks.append(check_node_log(client, head, verified.agreements, identity.ca_cert_pem))
+            checks.append(
+                check_node_log(client, head, verified.job_id, verified.agreements, identity.ca_cert_pem)
+            )
     return checks
 
 
@@ -146,7 +153,7 @@ def _check_extends(client: NodeClient, recorded: SignedTreeHead, current: Signed
         ) from None
 
 
-def _train_calls(leaves: list[bytes], recorded: SignedTreeHead, agreements: set[str]) -> int:
+def _train_calls(leaves: list[bytes], recorded: SignedTreeHead, job_id: str, agreements: set[str]) -> int:
     size = recorded.tree_size
     if len(leaves) != size:
         raise _Failed(f"it returned {len(leaves)} entries for the first {size}")
@@ -160,8 +167,13 @@ def _train_calls(leaves: list[bytes], recorded: SignedTreeHead, agreements: set[
             raise _Failed(f"entry {position} is not an audit entry: {error}") from None
         if index != position:
             raise _Failed(f"entry {position} names the index {index}")
-        if entry.method == TRAIN_METHOD and entry.decision == "allow" and entry.agreement_id in agreements:
+        if (
+            entry.method == TRAIN_METHOD
+            and entry.decision == "allow"
+            and entry.target == job_id
+            and entry.agreement_id in agreements
+        ):
             count += 1
     if not count:
-        raise _Failed(f"none of its first {size} entries is an allowed Train call under the job's agreements")
+        raise _Failed(f"none of its first {size} entries is an allowed Train call of job {job_id!r}")
     return count

@@ -85,4 +85,5 @@ class Recorder:
             request_digest=record.request_digest,
             response_digest=record.response_digest,
             charges=dict(record.charges),
+            target=facts.job_grant.body.job_id if facts.job_grant is not None else None,
         )

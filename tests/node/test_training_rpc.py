@@ -155,6 +155,7 @@ def test_a_round_returns_a_noised_update_and_charges_the_ledger_with_its_entry(s
         if entry["method"].endswith("/Train") and entry["agreement_id"] == agreement.agreement_id
     ]
     assert [entry["decision"] for entry in train_entries] == ["allow", "allow"]
+    assert {entry["target"] for entry in train_entries} == {"job-happy"}  # the signed grant's job id
     spends = [
         PrivacySpend(
             entry["charges"][PRIVACY_NOISE] / NOISE_UNITS,
