@@ -59,6 +59,7 @@ from coordinator.match_fanout import MatchFanOut, MatchQueryRequest, MatchQueryR
 from coordinator.own_log import CoordinatorLog
 from coordinator.own_log_routes import own_log_router
 from coordinator.provenance_routes import install_provenance
+from coordinator.response_headers import NoStoreByDefault
 from coordinator.settings import CoordinatorSettings, SettingsError
 from coordinator.valuation_budget import ValuationBudget
 from coordinator.valuation_routes import VALUATE_ACTION, valuation_router
@@ -146,6 +147,7 @@ def _assemble(
     )
     app.state.authenticator = CallerAuthenticator(identity.ca_cert_pem)
     app.add_middleware(AuthenticateFirst, authenticator=app.state.authenticator, open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(NoStoreByDefault)  # outermost: a 401 from the authentication step gets it too
     app.state.events = shared.events
     app.state.own_log = own_log
     app.state.services = shared

@@ -94,3 +94,14 @@ def test_settings_round_trip_and_name_the_file_when_wrong(space: Space, tmp_path
     path.write_text(json.dumps(document))
     with pytest.raises(SettingsError, match="must be host:port"):
         CoordinatorSettings.load(path)
+
+
+def test_no_answer_of_the_api_may_be_stored_by_a_cache(coordinator: Coordinator) -> None:
+    with coordinator.client("rita") as rita:
+        answers = [
+            rita.get("/audit/status"),
+            rita.get("/jobs"),
+            rita.get("/jobs", headers={"Authorization": ""}),
+        ]
+    assert [answer.status_code for answer in answers] == [200, 200, 401]
+    assert all(answer.headers["cache-control"] == "no-store" for answer in answers)
