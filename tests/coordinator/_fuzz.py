@@ -18,7 +18,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -210,23 +210,6 @@ OWN_CHECKS: dict[str, OwnCheck] = {
 }
 
 
-@dataclass(frozen=True)
-class KnownDeviation:
-    """A failure already reported and waiting for its fix elsewhere: counted apart, so the fuzz still fails
-    on anything new. Each has a regression test that fails (strict xfail) once the fix lands, so the
-    exception is removed with it."""
-
-    name: str
-    check: str
-    reason: str
-    matches: Callable[[Caller, schemathesis.Response], bool]
-
-
-# None open now. The fuzz's first finding (a body that is not JSON answered before the caller was refused)
-# was fixed in coordinator.auth.AuthenticateFirst; test_schema_fuzz keeps its regression test.
-KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = ()
-
-
 def _request_text(response: schemathesis.Response) -> str:
     request = response.request
     body = request.body or b""
@@ -253,18 +236,15 @@ class Tally:
     generated: Counter[tuple[str, str]] = field(default_factory=Counter)  # (operation, generation mode)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
-    known: Counter[str] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     out_of_time: list[str] = field(default_factory=list)
     seconds_by_operation: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def fail(self, finding: Finding, known: KnownDeviation | None) -> None:
-        kind = finding.check if known is None else f"known:{known.name}"
-        counter = self.failures if known is None else self.known
-        counter[kind] += 1
-        if sum(item.check == kind for item in self.findings) < FINDINGS_KEPT_PER_CHECK:
-            self.findings.append(replace(finding, check=kind))
+    def fail(self, finding: Finding) -> None:
+        self.failures[finding.check] += 1
+        if sum(item.check == finding.check for item in self.findings) < FINDINGS_KEPT_PER_CHECK:
+            self.findings.append(finding)
 
     def generated_for(self, operation: str) -> int:
         return sum(n for (label, _), n in self.generated.items() if label == operation)
@@ -287,7 +267,6 @@ class Tally:
             "cases_by_operation_and_mode": by_operation(self.generated),
             "statuses_by_operation": by_operation(self.statuses),
             "failures_by_check": {name: self.failures[name] for name in (*SCHEMATHESIS_CHECKS, *OWN_CHECKS)},
-            "known_deviations": {known.name: self.known[f"known:{known.name}"] for known in KNOWN_DEVIATIONS},
             "findings": [asdict(finding) for finding in self.findings],
             "seconds_by_operation": self.seconds_by_operation,
             "out_of_time": self.out_of_time,
@@ -377,10 +356,6 @@ class Fuzzer:
             if problem is not None:
                 problems.append((name, problem))
         for name, problem in problems:
-            known = next(
-                (item for item in KNOWN_DEVIATIONS if item.check == name and item.matches(caller, response)),
-                None,
-            )
             finding = Finding(
                 name,
                 label,
@@ -389,7 +364,7 @@ class Fuzzer:
                 problem,
                 session.reproduce(case, self.base_url),
             )
-            self.tally.fail(finding, known)
+            self.tally.fail(finding)
 
 
 def _substitute(case: Case, name: str, value: str) -> None:
