@@ -27,7 +27,7 @@ from coordinator.auth import require_roles
 from coordinator.events import audited
 from coordinator.gossip_routes import TreeHeadBody
 from coordinator.head_gossip import HeadGossip
-from coordinator.job_routes import Problem, Shared
+from coordinator.job_routes import UNRECORDED, Problem, Shared
 from coordinator.settings import CoordinatorSettings
 from crypto import Identity, Principal, Role
 
@@ -181,7 +181,7 @@ def audit_status(_caller: AuditReader, index: Index, gossip: Gossip) -> list[Log
     return _views(index.statuses(), gossip)
 
 
-@audit_router.post("/sync", response_model=list[LogStatusView], responses=_REFUSALS)
+@audit_router.post("/sync", response_model=list[LogStatusView], responses={**_REFUSALS, **UNRECORDED})
 def audit_sync(
     request: Request, caller: AuditSyncer, shared: Shared, gossip: Gossip, full: bool = False
 ) -> list[LogStatusView]:

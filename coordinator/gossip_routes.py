@@ -28,7 +28,7 @@ from coordinator.auth import require_roles
 from coordinator.events import audited
 from coordinator.head_collect import collect_heads
 from coordinator.head_gossip import HeadAlert, HeadGossip, HeadRefused, KeptHead, NotTheSigner, Receipt
-from coordinator.job_routes import Problem, Shared
+from coordinator.job_routes import UNRECORDED, Problem, Shared
 from coordinator.settings import CoordinatorSettings
 from crypto import Identity, Principal, Role
 
@@ -189,6 +189,7 @@ _REFUSALS: dict[int | str, dict[str, object]] = {
 }
 _POSTED = {
     **_REFUSALS,
+    **UNRECORDED,
     200: {"model": HeadReceipt, "description": "the head was kept before"},
     201: {"model": HeadReceipt, "description": "the head is consistent and now kept"},
     400: {"model": Problem, "description": "the head does not verify against the data space's CA"},
@@ -224,7 +225,9 @@ def report_observed_head(
     return _receive(report, caller, shared, gossip, action="audit.head.observed", source=source, own=False)
 
 
-@gossip_router.post("/heads/collect", response_model=list[CollectedHead], responses=_REFUSALS)
+@gossip_router.post(
+    "/heads/collect", response_model=list[CollectedHead], responses={**_REFUSALS, **UNRECORDED}
+)
 def collect(request: Request, caller: HeadCollector, shared: Shared, gossip: Gossip) -> list[CollectedHead]:
     """Pull a fresh signed head from every node the coordinator knows, now, and judge each."""
     settings, identity = request.app.state.gossip_pull
