@@ -163,6 +163,8 @@ def node_addresses(specs: list[str]) -> dict[str, str]:
         host, colon, port = address.rpartition(":")
         if not separator or not name or not colon or not host or not port.isdigit():
             raise typer.BadParameter(f"--node {spec!r} must be NAME=HOST:PORT")
+        if name in addresses:
+            raise typer.BadParameter(f"--node names {name!r} twice")
         addresses[name] = address
     return addresses
 

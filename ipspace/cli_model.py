@@ -18,6 +18,7 @@ from rich.table import Table
 from coordinator.provenance import InvalidProvenance, VerifiedProvenance, verify_provenance
 from crypto import Identity
 from ipspace.cli_identity import read_token
+from ipspace.cli_match import node_addresses
 from ipspace.exit_codes import ExitCode
 from ipspace.provenance_check import NodeLogCheck, check_nodes, record_gaps
 
@@ -43,7 +44,7 @@ def verify(
     timeout: float = typer.Option(30.0, help="seconds to wait for each node call"),
 ) -> None:
     """Check a model's provenance: exit 0 when everything holds, 1 naming each node that fails and why."""
-    addresses = _addresses(node)
+    addresses = node_addresses(node)
     if addresses and identity is None:
         raise typer.BadParameter("checking the nodes' logs (--node) needs --identity")
     try:
@@ -68,18 +69,6 @@ def verify(
         raise typer.Exit(ExitCode.VERIFICATION_FAILED)
     where = "; the nodes' logs hold it" if addresses else " (offline: add --node to check the nodes' logs)"
     console.print(f"[green]OK[/green] {model} is the model of job {verified.job_id}{where}")
-
-
-def _addresses(values: list[str]) -> dict[str, str]:
-    addresses: dict[str, str] = {}
-    for value in values:
-        name, separator, address = value.partition("=")
-        if not separator or not name or ":" not in address:
-            raise typer.BadParameter(f"--node {value!r} is not NAME=HOST:PORT")
-        if name in addresses:
-            raise typer.BadParameter(f"--node names {name!r} twice")
-        addresses[name] = address
-    return addresses
 
 
 def _print_record(verified: VerifiedProvenance) -> None:
