@@ -360,7 +360,7 @@ def _print_summary(
         table.add_row(
             name,
             held,
-            f"{result.get('rows', 0):,}",
+            f"{result['rows']:,}" if "rows" in result else "-",
             str(result.get("revealed", "-")),
             str(result.get("refused", "-")),
             f"{result.get('allowed', '-')}/{result.get('denied', '-')}",

@@ -47,7 +47,7 @@ def run_regulator_check(
         result = results.setdefault(part.name, {})
         result["index"] = index.get(part.name, "-")
         if part.ok and part.summary is not None:
-            result["verified"] = f"OK ({part.summary.entries} entries)"
+            result["verified"] = f"OK ({part.summary.entries})"
         else:
             where = f" at {part.first_bad_index}" if part.first_bad_index is not None else ""
             result["verified"] = f"FAILED{where}: {'; '.join(part.problems)}"
