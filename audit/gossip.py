@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from audit.errors import InvalidProof
 from audit.heads import SignedTreeHead
@@ -119,3 +120,16 @@ def judge_head(
 
 def _when(head: SignedTreeHead) -> str:
     return f"root {head.root_hash[:16]}… at {head.timestamp}"
+
+
+def head_report(head: SignedTreeHead, evidence: ConsistencyEvidence | None = None) -> dict[str, Any]:
+    """The JSON body that hands a head (and the proof asked for) to a party that keeps heads: what a node
+    pushes and a regulator reports to the coordinator (``POST /audit/heads``, ``/audit/heads/observed``)."""
+    report: dict[str, Any] = {"head": head.to_dict()}
+    if evidence is not None:
+        report["consistency"] = {
+            "first": evidence.first,
+            "second": evidence.second,
+            "proof": [value.hex() for value in evidence.proof],
+        }
+    return report

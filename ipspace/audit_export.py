@@ -12,7 +12,6 @@ A node serves its log over the Audit RPCs (`NodeLogSource`), the coordinator ove
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 from datetime import UTC, datetime
@@ -43,16 +42,9 @@ class LogSource(Protocol):
 
 
 def head_from_message(message: audit_pb2.SignedTreeHead) -> SignedTreeHead:
-    """Rebuild a signed tree head from the wire; the verifier checks it, not this function."""
-    payload = json.loads(message.head_json)
-    return SignedTreeHead(
-        node=payload["node"],
-        tree_size=payload["tree_size"],
-        root_hash=payload["root_hash"],
-        timestamp=payload["timestamp"],
-        signature=base64.b64encode(message.signature).decode(),
-        certificate_pem=message.signing_certificate_pem.decode("ascii"),
-    )
+    """Rebuild a signed tree head from the Audit RPC's message; the verifier checks it, not this function.
+    Raises audit.InvalidTreeHead if the message does not hold a tree head's signed form."""
+    return SignedTreeHead.from_wire(message.head_json, message.signature, message.signing_certificate_pem)
 
 
 class NodeLogSource:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from audit import InvalidTreeHead, SignedTreeHead, verify_tree_head
-from audit.gossip import ConsistencyEvidence, Judgement, Verdict, judge_head
+from audit.gossip import ConsistencyEvidence, Judgement, Verdict, head_report, judge_head
 from contracts.client import NodeClient, NodeRefused
+from ipspace.audit_export import head_from_message
 from ipspace.coordinator_client import CoordinatorClient
 
 
@@ -39,8 +40,7 @@ def check_node(node: NodeClient, coordinator: CoordinatorClient, ca_cert_pem: by
 
     Raises InvalidTreeHead if the node's own head does not verify, NodeRefused if the node refuses.
     """
-    message = node.tree_head(fresh=True)
-    head = SignedTreeHead.from_wire(message.head_json, message.signature, message.signing_certificate_pem)
+    head = head_from_message(node.tree_head(fresh=True))
     verify_tree_head(head, ca_cert_pem)
     kept = _verified(coordinator.kept_heads(head.node), head.node, ca_cert_pem)
     judgement = judge_head(kept, head)
@@ -58,7 +58,7 @@ def check_node(node: NodeClient, coordinator: CoordinatorClient, ca_cert_pem: by
         judgement = judge_head(kept, head, evidence)
         if note is not None and judgement.verdict is Verdict.FORK:
             judgement = Judgement(judgement.verdict, f"{judgement.reason} ({note})", judgement.conflicting)
-    status, receipt = coordinator.report_head(_report(head, evidence))
+    status, receipt = coordinator.report_head(head_report(head, evidence))
     return HeadCheck(head.node, head, judgement, len(kept), status, str(receipt.get("verdict", "")))
 
 
@@ -74,14 +74,3 @@ def _verified(items: list[dict], node: str, ca_cert_pem: bytes) -> list[SignedTr
         if head.node == node:
             heads.append(head)
     return heads
-
-
-def _report(head: SignedTreeHead, evidence: ConsistencyEvidence | None) -> dict:
-    body: dict = {"head": head.to_dict()}
-    if evidence is not None:
-        body["consistency"] = {
-            "first": evidence.first,
-            "second": evidence.second,
-            "proof": [value.hex() for value in evidence.proof],
-        }
-    return body

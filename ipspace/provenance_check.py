@@ -31,6 +31,7 @@ from audit import (
 from contracts.client import NodeClient, NodeRefused
 from coordinator.provenance import VerifiedProvenance
 from crypto import Identity
+from ipspace.audit_export import head_from_message
 
 TRAIN_METHOD = "/ipspace.v1.Training/Train"
 
@@ -127,7 +128,7 @@ def record_gaps(verified: VerifiedProvenance) -> list[tuple[str, str]]:
 def _fresh_head(client: NodeClient, node: str, ca_cert_pem: bytes) -> SignedTreeHead:
     message = client.tree_head(fresh=True)
     try:
-        head = SignedTreeHead.from_wire(message.head_json, message.signature, message.signing_certificate_pem)
+        head = head_from_message(message)
         verify_tree_head(head, ca_cert_pem)
     except InvalidTreeHead as invalid:
         raise _Failed(f"its fresh tree head does not verify: {invalid.reason}") from None

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from audit import AuditLog, SignedTreeHead
+from audit.gossip import ConsistencyEvidence, head_report
 from crypto.identity import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,9 @@ class HeadPusher:
             return outcome
 
     def _push(self, head: SignedTreeHead) -> PushOutcome:
-        body: dict[str, Any] = {"head": head.to_dict()}
         try:
             with self._client() as client:
-                answer = client.post(PUSH_PATH, json=body)
+                answer = client.post(PUSH_PATH, json=head_report(head))
                 needed = _proof_needed(answer)
                 if needed is not None:
                     first, second = needed
@@ -107,13 +107,9 @@ class HeadPusher:
                             f"asked for a proof from {first} to {second}, "
                             f"which this log of {self._log.size} entries cannot give",
                         )
-                    proof = self._log.consistency_proof(first, second)
-                    body["consistency"] = {
-                        "first": first,
-                        "second": second,
-                        "proof": [h.hex() for h in proof],
-                    }
-                    answer = client.post(PUSH_PATH, json=body)
+                    proof = tuple(self._log.consistency_proof(first, second))
+                    evidence = ConsistencyEvidence(first, second, proof)
+                    answer = client.post(PUSH_PATH, json=head_report(head, evidence))
                 return _outcome(head, answer, None)
         except (httpx.HTTPError, OSError, ssl.SSLError) as error:
             return PushOutcome(head.tree_size, None, None, f"the coordinator could not be reached: {error}")
